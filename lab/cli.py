@@ -1,0 +1,265 @@
+"""The `lab` command line: check and show topologies, bring the lab up, run the main job.
+
+Exit status: 0 success, 1 the lab failed or a check did not pass, 2 bad input (one line
+naming the file, the field and the problem; nothing is changed), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from lab import cleanup as cleanup_mod
+from lab.capabilities import detect
+from lab.links import LinkParamError
+from lab.signals import Interrupted, stop_signals_raise
+from topologies.mininet_topo import DEFAULT_TOPOLOGY
+from topologies.model import Topology, TopologyError, load
+
+# Wide enough for the tables when output goes to a file or a CI log.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit status 2."""
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# -- lab topo ---------------------------------------------------------------------------
+
+def topology_json(topo: Topology) -> dict:
+    return {
+        "name": topo.name,
+        "sites": [{"name": s.name, "kind": s.kind, "lat": s.lat, "lon": s.lon, "label": s.label,
+                   "datacenter": s.datacenter, "region": s.region} for s in topo.sites.values()],
+        "links": [{"a": l.a, "b": l.b, "class": l.link_class, "delay_ms": round(l.delay_ms, 4),
+                   "source": l.delay_source, "distance_km": round(l.distance_km, 1),
+                   "bandwidth_mbit": l.bandwidth_mbit, "jitter_ms": l.jitter_ms,
+                   "loss_pct": l.loss_pct, "queue_packets": l.queue_packets} for l in topo.links],
+        "hosts": [{"name": h.name, "site": h.site, "role": h.role, "ip": h.ip, "mac": h.mac}
+                  for h in topo.hosts.values()],
+        "paths": topo.lowest_latency_paths(),
+    }
+
+
+def cmd_topo_check(args) -> int:
+    topo = load(args.file)
+    print(f"{args.file}: ok ({len(topo.sites)} sites, {len(topo.links)} links, "
+          f"{len(topo.hosts)} hosts)")
+    return 0
+
+
+def cmd_topo_show(args) -> int:
+    topo = load(args.file)
+    if args.json:
+        print(json.dumps(topology_json(topo), indent=2))
+        return 0
+    sites = Table(title=f"Sites of {topo.name} ({args.file})")
+    for col in ("site", "kind", "lat", "lon", "placed in / parent", "hosts", "label"):
+        sites.add_column(col)
+    for s in topo.sites.values():
+        where = ", ".join(x for x in (s.datacenter, s.region) if x)
+        hosts = ", ".join(f"{h.name} ({h.role})" for h in topo.hosts_at(s.name))
+        sites.add_row(s.name, s.kind, f"{s.lat:.2f}", f"{s.lon:.2f}", where, hosts, s.label)
+    console.print(sites)
+    links = Table(title="Links (one-way delay; a round trip sees twice this)")
+    for col in ("link", "class", "km", "delay ms", "Mbit/s", "source of the delay"):
+        links.add_column(col)
+    for l in topo.links:
+        links.add_row(l.name, l.link_class, f"{l.distance_km:.0f}", f"{l.delay_ms:.3f}",
+                      _fmt(l.bandwidth_mbit, 0), l.delay_source)
+    console.print(links)
+    paths = Table(title="Expected RTT between sites along the lowest-latency path")
+    for col in ("from", "to", "RTT ms", "path"):
+        paths.add_column(col)
+    for p in topo.lowest_latency_paths():
+        paths.add_row(p["src"], p["dst"], _fmt(p["expected_rtt_ms"]), " > ".join(p["path"]))
+    console.print(paths)
+    return 0
+
+
+# -- lab doctor / cleanup ----------------------------------------------------------------
+
+def cmd_doctor(args) -> int:
+    caps = detect()
+    table = Table(title="What this machine supports, and what the lab will use")
+    table.add_column("feature")
+    table.add_column("found")
+    table.add_column("the lab uses")
+    yes = lambda ok: "[green]yes[/]" if ok else "[red]no[/]"  # noqa: E731
+    table.add_row("kernel", caps.kernel, "")
+    table.add_row("sch_netem (tc qdisc netem)", yes(caps.netem),
+                  f"link emulation: {caps.link_backend}")
+    table.add_row("OVS kernel datapath (openvswitch module)", yes(caps.ovs_kernel),
+                  f"OVS datapath: {caps.datapath}")
+    table.add_row("Open vSwitch running", yes(caps.ovs_running) + f" {caps.ovs or ''}",
+                  "" if caps.ovs_running else "run ./setup.sh")
+    table.add_row("Mininet", caps.mininet or "[red]missing[/]", "")
+    table.add_row("PostgreSQL server", caps.postgres or "[red]missing[/]", "")
+    table.add_row("os-ken", caps.os_ken or "[red]missing[/]", "")
+    console.print(table)
+    return 0 if caps.ovs_running and caps.mininet else 1
+
+
+def cmd_cleanup(args) -> int:
+    try:
+        report = cleanup_mod.cleanup()
+    except cleanup_mod.LabRunning as exc:
+        print(f"lab cleanup: {exc}", file=sys.stderr)
+        return 1
+    print(f"lab cleanup: {report.summary()}")
+    for kind in ("processes", "bridges", "interfaces", "namespaces"):
+        items = getattr(report, kind)
+        if items:
+            print(f"  {kind}: {' '.join(map(str, items))}")
+    return 0
+
+
+# -- lab up / run -----------------------------------------------------------------------
+
+def _bring_up(args):
+    from lab.network import Lab
+
+    topo = load(args.topology)
+    lab = Lab(topo, controller=args.controller)
+    console.print(f"bringing up [bold]{topo.name}[/] ({len(topo.sites)} sites, "
+                  f"{len(topo.links)} links, {len(topo.hosts)} hosts) - OVS datapath "
+                  f"{lab.caps.datapath}, links: plain (no delay emulation yet)")
+    return lab
+
+
+def cmd_up(args) -> int:
+    lab = _bring_up(args)
+    with lab:
+        console.print(f"up in {lab.timing.build_s + lab.timing.forwarding_s:.2f} s")
+        if args.cli:
+            from mininet.cli import CLI
+            CLI(lab.net)
+        else:
+            console.print("running; press Ctrl-C (or send SIGTERM) to tear down")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:  # the way to stop `lab up`: not an error
+                pass
+    console.print(f"torn down in {lab.timing.teardown_s:.2f} s")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """The main job: bring the lab up, check reachability, measure RTTs, report, tear down."""
+    from lab.probe import site_rtts
+
+    out = Path(args.out or f"results/run-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    lab = _bring_up(args)
+    with lab:
+        console.print(f"up in {lab.timing.build_s + lab.timing.forwarding_s:.2f} s; "
+                      f"measuring RTT between every pair of sites "
+                      f"({args.samples} pings each after warm-up)")
+        pairs = site_rtts(lab, samples=args.samples, progress=lambda i, n: console.print(
+            f"  [{i}/{n}] sources done", end="\r"))
+        setup = {"topology": str(args.topology), "datapath": lab.caps.datapath,
+                 "links": "plain", "controller": args.controller,
+                 "bring_up_s": round(lab.timing.build_s + lab.timing.forwarding_s, 3)}
+    setup["teardown_s"] = round(lab.timing.teardown_s, 3)
+    unreachable = [p for p in pairs if not p.samples]
+    lossy = [p for p in pairs if p.samples and p.loss_pct > 0]
+    _print_rtt_table(pairs)
+    report = {"setup": setup, "pairs": [p.as_dict() for p in pairs],
+              "reachable_pairs": len(pairs) - len(unreachable), "total_pairs": len(pairs)}
+    (out / "site-rtt.json").write_text(json.dumps(report, indent=1))
+    console.print(f"reachability: {len(pairs) - len(unreachable)}/{len(pairs)} site pairs "
+                  f"answer; {len(lossy)} with some loss; torn down in {setup['teardown_s']:.2f} s")
+    console.print(f"results written to {out}/site-rtt.json")
+    return 1 if unreachable else 0
+
+
+def _print_rtt_table(pairs) -> None:
+    table = Table(title="Round-trip time between sites (ping, after warm-up)")
+    for col in ("from", "to", "expected ms", "p50 ms", "min ms", "max ms", "n", "loss %"):
+        table.add_column(col, justify="right" if col not in ("from", "to") else "left")
+    for p in pairs:
+        d = p.as_dict()
+        table.add_row(p.src, p.dst, _fmt(d["expected_rtt_ms"]), _fmt(d["p50_ms"]),
+                      _fmt(d["min_ms"]), _fmt(d["max_ms"]), str(d["n"]), f"{d['loss_pct']:.0f}")
+    console.print(table)
+
+
+# -- argument parsing ---------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    topo = sub.add_parser("topo", help="check or show a topology file")
+    topo_sub = topo.add_subparsers(dest="topo_command", required=True, metavar="ACTION")
+    check = topo_sub.add_parser("check", help="validate a topology file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_topo_check)
+    show = topo_sub.add_parser("show", help="sites, links with delays and sources, expected RTTs")
+    show.add_argument("file")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(func=cmd_topo_show)
+
+    def lab_options(p):
+        p.add_argument("--topology", default=str(DEFAULT_TOPOLOGY),
+                       help="topology file (default: %(default)s)")
+        p.add_argument("--controller", default="static", choices=("static", "none"),
+                       help="static: the lab installs lowest-latency flows itself; "
+                            "none: no flows at all (default: %(default)s)")
+
+    up = sub.add_parser("up", help="bring the lab up until Ctrl-C")
+    lab_options(up)
+    up.add_argument("--cli", action="store_true", help="open the Mininet CLI")
+    up.set_defaults(func=cmd_up)
+
+    run = sub.add_parser("run", help="the main job: bring up, measure, report, tear down")
+    lab_options(run)
+    run.add_argument("--samples", type=int, default=10, help="pings counted per site pair")
+    run.add_argument("--out", help="results directory (default: results/run-<time>)")
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("doctor", help="what this machine supports and what the lab will use"
+                   ).set_defaults(func=cmd_doctor)
+    sub.add_parser("cleanup", help="remove what a killed lab run left (only the lab's own)"
+                   ).set_defaults(func=cmd_cleanup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "samples", 1) < 1:
+            raise UsageError("--samples: must be at least 1")
+        with stop_signals_raise():
+            return args.func(args)
+    except (TopologyError, UsageError, LinkParamError) as exc:
+        print(f"lab: {exc}" if not isinstance(exc, TopologyError) else str(exc), file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(f"lab: stopped by {exc}; torn down", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("lab: interrupted; torn down", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
+        from lab.network import LabError
+
+        if isinstance(exc, LabError):
+            print(f"lab: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

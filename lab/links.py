@@ -1,0 +1,95 @@
+"""Links of the lab: emulation parameters, validated strictly, on Mininet links.
+
+Parameters use Mininet's TCLink names (delay, jitter, loss, bw, max_queue_size), so the
+same topology also runs under `mn --custom ... --link tc`. Unlike Mininet's Intf.config,
+which silently drops a parameter it does not know, an unknown or misspelt one is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mininet.link import Link, TCIntf
+
+EMULATION_KEYS = ("delay", "jitter", "loss", "bw", "max_queue_size")
+# What mininet.link.Link.__init__ itself takes; anything else would be dropped silently.
+LINK_KEYS = ("port1", "port2", "intfName1", "intfName2", "addr1", "addr2", "intf", "cls1",
+             "cls2", "params1", "params2", "fast")
+
+
+class LinkParamError(ValueError):
+    """A link was given a parameter the lab does not know or cannot use."""
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """Emulation of one link; the delay applies once per direction (RTT = 2 x delay)."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    rate_mbit: float | None = None
+    queue_packets: int = 1000
+
+    @classmethod
+    def from_mininet(cls, params: dict) -> "LinkParams":
+        unknown = sorted(set(params) - set(EMULATION_KEYS))
+        if unknown:
+            raise LinkParamError(f"unknown link parameter {unknown[0]!r} "
+                                 f"(known: {', '.join(EMULATION_KEYS)})")
+        return cls(
+            delay_ms=_milliseconds("delay", params.get("delay", 0)),
+            jitter_ms=_milliseconds("jitter", params.get("jitter", 0)),
+            loss_pct=_number("loss", params.get("loss", 0), 0, 100),
+            rate_mbit=(_number("bw", params["bw"], 0.001, 100_000)
+                       if params.get("bw") is not None else None),
+            queue_packets=int(_number("max_queue_size", params.get("max_queue_size", 1000),
+                                      1, 1_000_000)),
+        )
+
+
+def _number(key: str, value, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LinkParamError(f"link parameter {key!r} must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise LinkParamError(f"link parameter {key!r} must be between {low:g} and {high:g}, "
+                             f"got {value!r}")
+    return float(value)
+
+
+def _milliseconds(key: str, value) -> float:
+    """Accept Mininet's '5ms' / '250us' / '1s' strings or a number of milliseconds."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*", value)
+        if not match:
+            raise LinkParamError(f"link parameter {key!r}: cannot read {value!r} as a time")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}[match.group(2)]
+        value = float(match.group(1)) * scale
+    return _number(key, value, 0, 10_000)
+
+
+class OffloadOffIntf(TCIntf):
+    """Interface with checksum offload off, which OVS's userspace datapath needs for TCP."""
+
+    def config(self, **params):
+        return super().config(txo=False, rxo=False, **params)
+
+
+class LabLink(Link):
+    """A Mininet link carrying validated emulation parameters for the lab's backend.
+
+    This link itself forwards without delay; `lab.emulation` applies `self.emulation` with
+    the backend chosen for the run.
+    """
+
+    def __init__(self, node1, node2, **params):
+        emulation = {k: params.pop(k) for k in list(params) if k in EMULATION_KEYS}
+        unknown = sorted(set(params) - set(LINK_KEYS))
+        if unknown:
+            raise LinkParamError(f"unknown link parameter {unknown[0]!r} "
+                                 f"(known: {', '.join(EMULATION_KEYS + LINK_KEYS)})")
+        self.emulation = LinkParams.from_mininet(emulation)
+        params.setdefault("cls1", OffloadOffIntf)
+        params.setdefault("cls2", OffloadOffIntf)
+        super().__init__(node1, node2, **params)

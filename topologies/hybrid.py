@@ -1,0 +1,24 @@
+"""`mn --custom topologies/hybrid.py --topo hybrid[,FILE]`: the lab's topology under plain Mininet.
+
+Plain Mininet has no routing for this looped topology: attach the lab's controller
+(`--controller remote,port=6653`) or enable STP (`--switch ovs,stp=True`); here, where the
+kernel has no openvswitch module, add `datapath=user` to --switch.
+"""
+
+import inspect
+import sys
+from pathlib import Path
+
+# `mn --custom` execs this file without __file__; find the project root from the code object.
+_ROOT = Path(inspect.currentframe().f_code.co_filename).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from topologies.mininet_topo import DEFAULT_TOPOLOGY, HybridTopo  # noqa: E402
+
+
+def hybrid(topology_file: str = str(DEFAULT_TOPOLOGY)) -> HybridTopo:
+    return HybridTopo(topology=topology_file)
+
+
+topos = {"hybrid": hybrid}
