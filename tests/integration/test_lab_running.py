@@ -1,0 +1,59 @@
+"""A running default topology: reachability, TCP, addresses, datapath (root, OVS, Mininet)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from lab.network import Lab
+from lab.probe import site_rtts
+from tests.helpers import DEFAULT_TOPOLOGY
+from tests.integration.conftest import NOTHING, lab_leftovers
+from topologies.model import load
+
+pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
+
+
+@pytest.fixture(scope="module")
+def running_lab(no_lab_running):
+    with Lab(load(DEFAULT_TOPOLOGY)) as lab:
+        yield lab
+    assert lab_leftovers() == NOTHING
+
+
+def test_every_site_reaches_every_other_without_loss(running_lab):
+    pairs = site_rtts(running_lab, samples=3, warmup=1, interval=0.05)
+    sites = len(running_lab.topology.sites)
+    assert len(pairs) == sites * (sites - 1)
+    failed = [(p.src, p.dst, p.loss_pct) for p in pairs if p.loss_pct > 0]
+    assert failed == []
+
+
+def test_tcp_transfer_between_hosts(running_lab):
+    server = running_lab.host("pg1")
+    client = running_lab.host("svrgb")
+    srv = server.popen(["iperf3", "-s", "-1", "-B", server.IP(), "-p", "5301"])
+    try:
+        time.sleep(0.3)
+        out = client.cmd(f"iperf3 -c {server.IP()} -p 5301 -t 1 -J")
+        data = json.loads(out[out.index("{"):])
+        assert data["end"]["sum_received"]["bytes"] >= 1024 * 1024
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def test_hosts_get_their_model_addresses(running_lab):
+    for host in running_lab.topology.hosts.values():
+        node = running_lab.host(host.name)
+        assert node.IP() == host.ip
+        assert node.MAC() == host.mac
+
+
+def test_switches_use_the_detected_datapath(running_lab):
+    kind = subprocess.run(["ovs-vsctl", "get", "bridge", "hldc1", "datapath_type"],
+                          capture_output=True, text=True).stdout.strip()
+    assert kind == ("netdev" if running_lab.caps.datapath == "user" else '""' if kind == '""' else "system")
