@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mininet.link import Link, TCIntf
+from mininet.link import Intf, Link
 
 EMULATION_KEYS = ("delay", "jitter", "loss", "bw", "max_queue_size")
 # What mininet.link.Link.__init__ itself takes; anything else would be dropped silently.
@@ -69,11 +69,18 @@ def _milliseconds(key: str, value) -> float:
     return _number(key, value, 0, 10_000)
 
 
-class OffloadOffIntf(TCIntf):
-    """Interface with checksum offload off, which OVS's userspace datapath needs for TCP."""
+class LabIntf(Intf):
+    """An interface configured in bulk by the lab rather than one command at a time.
+
+    Mininet configures each interface with several shell round trips, which dominates
+    bring-up at scale; the lab brings all switch ports up in one `ip -batch` and sets each
+    host's interface in one command (`Lab._configure_interfaces`).
+    """
 
     def config(self, **params):
-        return super().config(txo=False, rxo=False, **params)
+        if params:
+            raise LinkParamError(f"unknown interface parameter {sorted(params)[0]!r}")
+        return {}
 
 
 class LabLink(Link):
@@ -90,6 +97,6 @@ class LabLink(Link):
             raise LinkParamError(f"unknown link parameter {unknown[0]!r} "
                                  f"(known: {', '.join(EMULATION_KEYS + LINK_KEYS)})")
         self.emulation = LinkParams.from_mininet(emulation)
-        params.setdefault("cls1", OffloadOffIntf)
-        params.setdefault("cls2", OffloadOffIntf)
+        params.setdefault("cls1", LabIntf)
+        params.setdefault("cls2", LabIntf)
         super().__init__(node1, node2, **params)

@@ -18,7 +18,7 @@ from mininet.net import Mininet
 from mininet.node import OVSSwitch
 
 from lab import cleanup
-from lab.capabilities import Capabilities, detect
+from lab.capabilities import Capabilities, detect, run
 from lab.forwarding import static_flows
 from lab.links import LabLink
 from lab.runstate import PROCESS_MARKER, RunState, load_state, new_run_id, process_start, remove_state
@@ -90,7 +90,7 @@ class Lab:
         setLogLevel("warning")
         t0 = time.monotonic()
         switch = partial(LabSwitch, run_id=self.state.run_id, datapath=self.caps.datapath,
-                         failMode="secure")
+                         failMode="secure", batch=True)
         # Every process Mininet starts inherits the marker, so a crashed run's shells can be
         # found; it is set only while they are started.
         os.environ[PROCESS_MARKER] = self.state.run_id
@@ -99,6 +99,7 @@ class Lab:
                                controller=None, build=False, autoSetMacs=False,
                                autoStaticArp=False, waitConnected=False)
             self.net.build()
+            self._configure_interfaces()
             self.net.start()
         finally:
             del os.environ[PROCESS_MARKER]
@@ -133,7 +134,7 @@ class Lab:
         """
         bridges = [s.name for s in self.net.switches]
         if bridges:
-            cleanup.run(["ovs-vsctl", "--timeout=20", "--no-wait"]
+            run(["ovs-vsctl", "--timeout=20", "--no-wait"]
                         + [a for b in bridges for a in ("--", "--if-exists", "del-br", b)],
                         timeout=30)
         nodes = self.net.hosts + self.net.switches
@@ -142,6 +143,22 @@ class Lab:
         for node in nodes:
             if node.shell is not None:
                 node.shell.wait(timeout=5)
+
+    def _configure_interfaces(self) -> None:
+        """Switch ports up in one batch; host interfaces with checksum offload off.
+
+        OVS's userspace datapath forwards frames whose TCP/UDP checksum was left to offload
+        without filling it in, so TCP never connects while ping works; hosts must compute
+        their checksums themselves. Frames OVS sends are already complete.
+        """
+        ports = [intf.name for sw in self.net.switches for intf in sw.intfList()
+                 if intf.name != "lo"]
+        run(["ip", "-batch", "-"], input="".join(f"link set dev {p} up\n" for p in ports))
+        offload = "off" if self.caps.datapath == "user" else "on"
+        for host in self.net.hosts:
+            intf = host.defaultIntf()
+            host.cmd(f"ethtool -K {intf} tx {offload} rx {offload} >/dev/null 2>&1; "
+                     f"ip link set dev {intf} up")
 
     def _claim_run_dir(self) -> None:
         previous = load_state()

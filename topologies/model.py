@@ -8,6 +8,7 @@ line `FILE: path.to.field: what is wrong`.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ class Host:
     mac: str
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity, so its methods can be cached
 class Topology:
     name: str
     description: str
@@ -131,6 +132,7 @@ class Topology:
     def link_between(self, a: str, b: str) -> Link:
         return self.graph().edges[a, b]["link"]
 
+    @functools.cache
     def switch_ports(self, site: str) -> dict[int, str]:
         """OpenFlow port number -> the host or neighbouring site behind it.
 
@@ -144,6 +146,7 @@ class Topology:
                 peers.append(link.b if link.a == site else link.a)
         return {port: peer for port, peer in enumerate(peers, start=1)}
 
+    @functools.cache
     def port_to(self, site: str, peer: str) -> int:
         """The port of `site`'s switch that leads to `peer` (a host or a neighbouring site)."""
         for port, name in self.switch_ports(site).items():

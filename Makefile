@@ -1,0 +1,17 @@
+# Convenience targets; the README's two commands do not need make.
+.PHONY: setup lab test bench cleanup
+
+setup:
+	./setup.sh
+
+lab: setup
+	.venv/bin/lab run
+
+test: setup
+	.venv/bin/pytest -ra
+
+bench: setup
+	.venv/bin/python measurements/bench_bringup.py
+
+cleanup:
+	.venv/bin/lab cleanup

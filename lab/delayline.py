@@ -1,0 +1,716 @@
+"""Userspace link emulation ("delay line") for kernels without sch_netem.
+
+One process serves every emulated link of the lab. A link is two interfaces in
+the root namespace (``ifname_a``, ``ifname_b``); frames read from one are sent
+out of the other after the link's hold time, in both directions.
+
+Why it is built this way (measured on the project's machines, DESIGN.md
+decision 1):
+
+* AF_PACKET raw sockets with ``PACKET_VNET_HDR``: offloaded TCP/UDP frames
+  carry partial checksums and GSO metadata in a virtio_net_hdr; passing the
+  header through unchanged keeps them valid (without it they leave with bad
+  checksums). ``PACKET_IGNORE_OUTGOING`` hides our own transmissions.
+* Kernel receive timestamps (``SO_TIMESTAMPNS``, CLOCK_REALTIME) are the time
+  base, so the time a frame waits in the socket before we read it does not
+  add to its delay. TCP frames may instead carry their CLOCK_MONOTONIC
+  departure time across the veth (skb delivery time); those are converted.
+* One heap of deadlines and ONE ``select`` loop for all links: one process per
+  link with real-time priority starved the rest of the machine. ``epoll``
+  rounds timeouts up to whole milliseconds in Python 3.11, ``select`` does not.
+* Timer slack 1 ns and SCHED_FIFO priority 1 make wake-ups prompt; we wake a
+  calibrated lead (the measured wake-up latency) before a deadline and spin
+  only for the short rest, so the process sleeps most of the time.
+
+Jitter is uniform in [delay - jitter, delay + jitter] (clipped at 0), the
+distribution netem uses when no distribution table is given, so both backends
+agree. Unless ``reorder`` is set a frame never leaves before the previous frame
+of the same direction (its deadline is raised to the previous one).
+Loss is applied before the queue limit, as in netem.
+
+Two properties the lab's calibration must know (measured, see
+measurements/bench_delayline.py): at hold 0 a frame also waits for this
+process to wake (15-40 us here); any hold longer than that hides the wake-up,
+so a base latency measured at hold 0 is that much larger than the base under
+a real hold. And the process must not saturate its core: an unlimited TCP flow
+at 0-1 ms hold takes it to ~0.95 core, the kernel's real-time throttling then
+stalls it and frames of every link leave milliseconds late; cap bulk flows
+(HTB on the node-side interfaces) well below ~5 Gbit/s. STATS counts frames
+sent more than 250 us after their deadline, per direction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import dataclasses
+import gc
+import heapq
+import itertools
+import json
+import math
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
+PACKET_IGNORE_OUTGOING = 23
+PACKET_STATISTICS = 6
+SO_TIMESTAMPNS = 35
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+PR_SET_TIMERSLACK = 29
+MSG_TRUNC = socket.MSG_TRUNC
+MSG_DONTWAIT = socket.MSG_DONTWAIT
+
+VNET_HDR_LEN = 10
+# Large enough for a 64 KiB GSO frame plus Ethernet and virtio_net_hdr.
+RX_BUFFER = 1 << 17
+# Receive buffer per socket (the kernel doubles it). Frames wait here only when
+# the loop is saturated; a small buffer bounds that extra queueing (about 1 ms of
+# 64 KiB TCP frames at 10 Gbit/s, 1000 small frames) instead of letting TCP fill
+# megabytes and turn a 1 ms link into a 10 ms one. Overflow is counted (rx_overflow).
+RCV_BUFFER = 1 << 20
+SND_BUFFER = 4 << 20
+# Frames read from one socket per wake-up before deadlines are checked again.
+DRAIN_BATCH = 64
+STATS_INTERVAL = 1.0
+# Frames sent later than this after their deadline are counted per direction.
+LATE_THRESHOLD = 250e-6
+# Timestamps further than this from CLOCK_REALTIME are not realtime stamps.
+CLOCK_SANITY = 1.0
+
+CONFIG_EXIT = 2
+
+
+class ConfigError(ValueError):
+    """The configuration file is not valid; the message is one line."""
+
+
+class DelayLineError(RuntimeError):
+    """The delay-line process could not be started."""
+
+
+@dataclass
+class LinkSpec:
+    """One emulated link; delay_ms is the hold applied once per direction."""
+
+    name: str
+    ifname_a: str
+    ifname_b: str
+    delay_ms: float
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    limit: int = 1000
+    reorder: bool = False
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "ifname_a": (str,),
+    "ifname_b": (str,),
+    "delay_ms": (int, float),
+    "jitter_ms": (int, float),
+    "loss_pct": (int, float),
+    "limit": (int,),
+    "reorder": (bool,),
+}
+_REQUIRED = ("name", "ifname_a", "ifname_b", "delay_ms")
+
+
+def _check_link(index: int, raw: Any) -> LinkSpec:
+    where = f"links[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
+    for key in raw:
+        if key not in _FIELD_TYPES:
+            raise ConfigError(f"{where}: unknown key {key!r}")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{where}: missing key {key!r}")
+    for key, value in raw.items():
+        types = _FIELD_TYPES[key]
+        # bool is an int subclass: accept it only where a bool is expected.
+        if isinstance(value, bool) != (types == (bool,)) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{where}: {key!r} must be {names}, got {type(value).__name__}")
+    spec = LinkSpec(**raw)
+    for key in ("delay_ms", "jitter_ms", "loss_pct"):
+        value = getattr(spec, key)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{where}: {key!r} must be a finite number >= 0")
+    if spec.loss_pct > 100:
+        raise ConfigError(f"{where}: 'loss_pct' must be <= 100")
+    if spec.limit < 1:
+        raise ConfigError(f"{where}: 'limit' must be >= 1")
+    if not spec.name:
+        raise ConfigError(f"{where}: 'name' must not be empty")
+    for key in ("ifname_a", "ifname_b"):
+        if not 0 < len(getattr(spec, key)) < 16:
+            raise ConfigError(f"{where}: {key!r} must be an interface name (1-15 characters)")
+    if spec.ifname_a == spec.ifname_b:
+        raise ConfigError(f"{where}: ifname_a and ifname_b are the same interface")
+    return spec
+
+
+def parse_config(data: Any) -> list[LinkSpec]:
+    """Validate decoded JSON strictly: a typo must not silently become a default."""
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be an object with a 'links' list")
+    for key in data:
+        if key != "links":
+            raise ConfigError(f"unknown top-level key {key!r}")
+    links = data.get("links")
+    if not isinstance(links, list):
+        raise ConfigError("'links' must be a list")
+    specs = [_check_link(i, raw) for i, raw in enumerate(links)]
+    names: set[str] = set()
+    ifnames: set[str] = set()
+    for spec in specs:
+        if spec.name in names:
+            raise ConfigError(f"duplicate link name {spec.name!r}")
+        names.add(spec.name)
+        for ifname in (spec.ifname_a, spec.ifname_b):
+            if ifname in ifnames:
+                raise ConfigError(f"interface {ifname!r} is used by more than one link")
+            ifnames.add(ifname)
+    return specs
+
+
+def load_config(path: str | os.PathLike[str]) -> list[LinkSpec]:
+    """Read and validate CONFIG; every problem becomes a one-line ConfigError."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    return parse_config(data)
+
+
+def _atomic_write(path: str | os.PathLike[str], text: str) -> None:
+    """Readers never see a half-written file (rename is atomic)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_config(path: str | os.PathLike[str], links: Iterable[LinkSpec]) -> None:
+    """Write CONFIG atomically, so a SIGHUP never reads a partial file."""
+    specs = list(links)
+    parse_config({"links": [dataclasses.asdict(s) for s in specs]})
+    _atomic_write(path, json.dumps({"links": [dataclasses.asdict(s) for s in specs]}, indent=2) + "\n")
+
+
+def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the STATS document: {"links": {name: {"a_to_b": {...}, "b_to_a": {...}}}, ...}."""
+    return json.loads(Path(path).read_text())
+
+
+# --------------------------------------------------------------------------
+# The forwarding process
+
+
+class _Direction:
+    """Per-direction queue state and counters of one link."""
+
+    __slots__ = ("link", "inp", "out", "last_deadline", "queued", "forwarded", "lost", "dropped",
+                 "rx_overflow", "tx_errors", "truncated", "late_sum", "late_max", "late_over")
+
+    def __init__(self, link: "_Link", inp: socket.socket, out: socket.socket) -> None:
+        self.link = link
+        self.inp = inp
+        self.out = out
+        self.rx_overflow = 0
+        self.last_deadline = 0.0
+        self.queued = 0
+        self.forwarded = 0
+        self.lost = 0
+        self.dropped = 0
+        self.tx_errors = 0
+        self.truncated = 0
+        self.late_sum = 0.0
+        self.late_max = 0.0
+        self.late_over = 0
+
+    def counters(self) -> dict[str, int | float]:
+        """Counters for STATS; lateness is send time minus deadline, as this process sees it."""
+        sent = self.forwarded + self.tx_errors
+        self.rx_overflow += _rx_overflow(self.inp)
+        return {"forwarded": self.forwarded, "lost": self.lost, "dropped": self.dropped,
+                "rx_overflow": self.rx_overflow, "tx_errors": self.tx_errors, "truncated": self.truncated, "queued": self.queued,
+                "late_mean_us": round(self.late_sum / sent * 1e6, 2) if sent else 0.0,
+                "late_max_us": round(self.late_max * 1e6, 1),
+                f"late_over_{int(LATE_THRESHOLD * 1e6)}us": self.late_over}
+
+
+class _Link:
+    """Parameters of one link in the units the hot loop uses (seconds, fraction)."""
+
+    __slots__ = ("spec", "delay", "jitter", "loss", "limit", "reorder", "a_to_b", "b_to_a")
+
+    def __init__(self, spec: LinkSpec, sock_a: socket.socket, sock_b: socket.socket) -> None:
+        self.apply(spec)
+        self.a_to_b = _Direction(self, sock_a, sock_b)
+        self.b_to_a = _Direction(self, sock_b, sock_a)
+
+    def apply(self, spec: LinkSpec) -> None:
+        self.spec = spec
+        self.delay = spec.delay_ms / 1000.0
+        self.jitter = spec.jitter_ms / 1000.0
+        self.loss = spec.loss_pct / 100.0
+        self.limit = spec.limit
+        self.reorder = spec.reorder
+
+
+def _open_socket(ifname: str) -> socket.socket:
+    """A raw socket on one interface that keeps virtio_net_hdr and kernel timestamps."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        for force, plain, size in ((SO_RCVBUFFORCE, socket.SO_RCVBUF, RCV_BUFFER),
+                                   (SO_SNDBUFFORCE, socket.SO_SNDBUF, SND_BUFFER)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+        sock.bind((ifname, ETH_P_ALL))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"{ifname}: {exc.strerror}") from None
+    # Frames that arrived before the bind finished belong to no link timing: drop them.
+    while True:
+        try:
+            sock.recv(RX_BUFFER, MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+    _rx_overflow(sock)
+    return sock
+
+
+def _rx_overflow(sock: socket.socket) -> int:
+    """Frames the kernel dropped because our receive buffer was full, since the last call."""
+    try:
+        _packets, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    except OSError:
+        return 0
+    return drops
+
+
+def _set_timer_slack() -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(1), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _set_realtime() -> bool:
+    """SCHED_FIFO priority 1: above normal tasks, below every other real-time task."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def calibrate_lead(samples: int = 300, sleep: float = 200e-6) -> float:
+    """Measure how late select() wakes up; the loop wakes this much before a deadline."""
+    late = []
+    clock = time.time
+    for _ in range(samples):
+        t0 = clock()
+        select.select([], [], [], sleep)
+        late.append(clock() - t0 - sleep)
+    late.sort()
+    p90 = late[int(len(late) * 0.9)]
+    return min(max(p90 + 5e-6, 15e-6), 150e-6)
+
+
+class DelayLine:
+    """All links, their sockets and the single heap of pending frames."""
+
+    def __init__(self, config_path: str, stats_path: str | None) -> None:
+        self.config_path = config_path
+        self.stats_path = stats_path
+        self.links: dict[str, _Link] = {}
+        self.sockets: list[socket.socket] = []
+        self.ingress: dict[int, _Direction] = {}
+        self.heap: list[tuple[float, int, _Direction, bytes]] = []
+        self.seq = itertools.count()
+        self.lead = 40e-6
+        self.spin_cap = 100e-6
+        self.realtime = False
+        self.mono_offset = time.time() - time.monotonic()
+        self.started = time.time()
+        self.clock_kinds = {"realtime": 0, "monotonic": 0, "none": 0}
+        self.reloads = 0
+        self._wake_r = -1
+        self._stop = False
+        self._reload = False
+        self._dump = False
+
+    def install_signals(self) -> None:
+        """Handlers only set flags; the wake-up pipe makes select return at once."""
+        self._wake_r, wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGHUP, self._on_reload), (signal.SIGUSR1, self._on_dump)):
+            signal.signal(sig, handler)
+
+    def open(self, specs: list[LinkSpec]) -> None:
+        for spec in specs:
+            sock_a = _open_socket(spec.ifname_a)
+            self.sockets.append(sock_a)
+            sock_b = _open_socket(spec.ifname_b)
+            self.sockets.append(sock_b)
+            link = _Link(spec, sock_a, sock_b)
+            self.links[spec.name] = link
+            self.ingress[sock_a.fileno()] = link.a_to_b
+            self.ingress[sock_b.fileno()] = link.b_to_a
+
+    def tune(self) -> None:
+        """Real-time priority, fine timers and the wake-up lead, before any socket fills."""
+        self.realtime = _set_realtime()
+        _set_timer_slack()
+        self.lead = calibrate_lead()
+        self.spin_cap = self.lead + max(self.lead, 30e-6)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+    def reload(self) -> None:
+        """Apply new parameters to existing links; queued frames keep their deadlines."""
+        try:
+            specs = load_config(self.config_path)
+        except ConfigError as exc:
+            _log(f"reload ignored, config error: {exc}")
+            return
+        for spec in specs:
+            link = self.links.get(spec.name)
+            if link is None:
+                _log(f"reload: new link {spec.name!r} ignored (restart to add links)")
+            elif (spec.ifname_a, spec.ifname_b) != (link.spec.ifname_a, link.spec.ifname_b):
+                _log(f"reload: interfaces of {spec.name!r} changed, ignored (restart to change)")
+            else:
+                link.apply(spec)
+        self.reloads += 1
+        missing = set(self.links) - {s.name for s in specs}
+        if missing:
+            _log(f"reload: links {sorted(missing)} not in config, left unchanged")
+        _log("reloaded " + self.config_path)
+        self.write_stats()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "started": self.started,
+            "reloads": self.reloads,
+            "realtime_priority": self.realtime,
+            "lead_us": round(self.lead * 1e6, 1),
+            "timestamps": dict(self.clock_kinds),
+            "links": {name: {"a_to_b": link.a_to_b.counters(), "b_to_a": link.b_to_a.counters()}
+                      for name, link in self.links.items()},
+        }
+
+    def write_stats(self) -> None:
+        """Best effort: a missing run directory must not stop the forwarding."""
+        if not self.stats_path:
+            return
+        try:
+            _atomic_write(self.stats_path, json.dumps(self.stats(), indent=1) + "\n")
+        except OSError as exc:
+            _log(f"cannot write stats: {exc}")
+
+    def _drain(self, sock: socket.socket, direction: _Direction) -> None:
+        """Read frames from one socket, stamp them and send or queue each.
+
+        Stops early when a queued deadline is within the lead, so a bulk flow on
+        one link cannot delay the frames of the others (each 64 KiB GSO frame
+        costs tens of microseconds to copy and deliver).
+        """
+        link = direction.link
+        heap = self.heap
+        push = heapq.heappush
+        clock = time.time
+        seq = self.seq
+        rand = random.random
+        kinds = self.clock_kinds
+        lead = self.lead
+        out = direction.out
+        for _ in range(DRAIN_BATCH):
+            try:
+                frame, anc, flags, _addr = sock.recvmsg(RX_BUFFER, 64, MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            now = clock()
+            if flags & MSG_TRUNC:
+                direction.truncated += 1
+            elif link.loss and rand() < link.loss:
+                direction.lost += 1
+            elif direction.queued >= link.limit:
+                direction.dropped += 1
+            else:
+                if anc:
+                    sec, nsec = struct.unpack_from("qq", anc[0][2])
+                    stamp = sec + nsec * 1e-9
+                    if stamp < now - CLOCK_SANITY:
+                        # An skb delivery time (TCP's EDT) that survived the veth: CLOCK_MONOTONIC.
+                        stamp += self.mono_offset
+                        kinds["monotonic"] += 1
+                        if not now - CLOCK_SANITY < stamp <= now:
+                            stamp = now
+                    else:
+                        kinds["realtime"] += 1
+                else:
+                    kinds["none"] += 1
+                    stamp = now
+                deadline = stamp + link.delay
+                if link.jitter:
+                    deadline += link.jitter * (2.0 * rand() - 1.0)
+                    if deadline < stamp:
+                        deadline = stamp
+                if not link.reorder:
+                    if deadline < direction.last_deadline:
+                        deadline = direction.last_deadline
+                    direction.last_deadline = deadline
+                if deadline <= now and not direction.queued:
+                    # Already due and nothing ahead of it: skip the heap (hold 0, or read late).
+                    late = now - deadline
+                    direction.late_sum += late
+                    if late > direction.late_max:
+                        direction.late_max = late
+                    if late > LATE_THRESHOLD:
+                        direction.late_over += 1
+                    try:
+                        out.send(frame, MSG_DONTWAIT)
+                        direction.forwarded += 1
+                    except OSError:
+                        direction.tx_errors += 1
+                else:
+                    push(heap, (deadline, next(seq), direction, frame))
+                    direction.queued += 1
+            if heap and heap[0][0] - lead <= now:
+                return
+
+    def _send_due(self) -> None:
+        """Send every frame whose deadline has come; spin briefly for one that is close."""
+        heap = self.heap
+        pop = heapq.heappop
+        clock = time.time
+        spin_cap = self.spin_cap
+        now = clock()
+        while heap:
+            deadline = heap[0][0]
+            if deadline > now:
+                now = clock()
+                if deadline - now > spin_cap:
+                    return
+                while deadline > now:
+                    now = clock()
+            _, _, direction, frame = pop(heap)
+            direction.queued -= 1
+            late = now - deadline
+            direction.late_sum += late
+            if late > direction.late_max:
+                direction.late_max = late
+            if late > LATE_THRESHOLD:
+                direction.late_over += 1
+            try:
+                direction.out.send(frame, MSG_DONTWAIT)
+                direction.forwarded += 1
+            except OSError:
+                direction.tx_errors += 1
+
+    def run(self, ready_path: str | None) -> None:
+        """The select loop: sleep until a socket is readable or a deadline is near."""
+        wake_r = self._wake_r
+        # The hot loop allocates many short-lived tuples and no cycles; collector
+        # passes would only add millisecond pauses.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+
+        readers: list[Any] = [wake_r, *self.sockets]
+        ingress = self.ingress
+        heap = self.heap
+        clock = time.time
+        next_stats = clock()
+        self.write_stats()
+        if ready_path:
+            _atomic_write(ready_path, f"{os.getpid()}\n")
+        _log(f"forwarding {len(self.links)} links, lead {self.lead * 1e6:.0f} us, "
+             f"SCHED_FIFO {'on' if self.realtime else 'off'}")
+        while not self._stop:
+            now = clock()
+            if now >= next_stats:
+                self.mono_offset = now - time.monotonic()
+                self.write_stats()
+                next_stats = now + STATS_INTERVAL
+            timeout = next_stats - now
+            if heap:
+                timeout = min(timeout, heap[0][0] - now - self.lead)
+                if timeout < 0:
+                    timeout = 0
+            readable, _, _ = select.select(readers, [], [], timeout)
+            for fd_or_sock in readable:
+                if fd_or_sock is wake_r:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                    continue
+                self._drain(fd_or_sock, ingress[fd_or_sock.fileno()])
+            self._send_due()
+            if self._reload:
+                self._reload = False
+                self.reload()
+            if self._dump:
+                self._dump = False
+                self.write_stats()
+        self.write_stats()
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self._stop = True
+
+    def _on_reload(self, signum: int, frame: Any) -> None:
+        self._reload = True
+
+    def _on_dump(self, signum: int, frame: Any) -> None:
+        self._dump = True
+
+
+def _log(message: str) -> None:
+    print(f"delayline[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.delayline", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="JSON file with the links")
+    parser.add_argument("--stats", help="JSON file rewritten with counters every second and on SIGUSR1")
+    parser.add_argument("--ready", help="file created once every socket is bound and forwarding runs")
+    args = parser.parse_args(argv)
+    try:
+        specs = load_config(args.config)
+    except ConfigError as exc:
+        print(f"delayline: config error: {exc}", file=sys.stderr)
+        return CONFIG_EXIT
+    line = DelayLine(args.config, args.stats)
+    try:
+        line.install_signals()
+        line.tune()
+        try:
+            line.open(specs)
+        except OSError as exc:
+            print(f"delayline: cannot open interfaces: {exc}", file=sys.stderr)
+            return 1
+        line.run(args.ready)
+    finally:
+        line.close()
+    return 0
+
+
+# --------------------------------------------------------------------------
+# API for the lab
+
+
+def start(config_path: str | os.PathLike[str], stats_path: str | os.PathLike[str] | None,
+          ready_path: str | os.PathLike[str], timeout: float = 5.0,
+          log_path: str | os.PathLike[str] | None = None) -> subprocess.Popen:
+    """Start the delay line and return once it forwards (its ready file exists).
+
+    stderr goes to log_path (default: CONFIG with suffix .log), never to a pipe
+    nobody reads, which would eventually block the forwarding loop.
+    """
+    ready = Path(ready_path)
+    ready.unlink(missing_ok=True)
+    log = Path(log_path) if log_path else Path(config_path).with_suffix(".log")
+    cmd = [sys.executable, "-m", "lab.delayline", "--config", str(config_path), "--ready", str(ready)]
+    if stats_path:
+        cmd += ["--stats", str(stats_path)]
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(log, "ab") as log_file:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env)
+    end = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise DelayLineError(f"delay line exited with status {proc.returncode}: {_tail(log)}")
+        if time.monotonic() > end:
+            stop(proc)
+            raise DelayLineError(f"delay line not ready after {timeout} s: {_tail(log)}")
+        time.sleep(0.01)
+    return proc
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
+
+
+def reload(proc: subprocess.Popen, stats_path: str | os.PathLike[str] | None = None,
+           timeout: float = 2.0) -> None:
+    """Ask the delay line to re-read its CONFIG (after write_config).
+
+    With stats_path, wait until the new parameters are in force (the process
+    rewrites STATS with an incremented "reloads" right after applying them).
+    """
+    before = -1
+    if stats_path is not None:
+        with contextlib.suppress(OSError, ValueError):
+            before = read_stats(stats_path)["reloads"]
+    proc.send_signal(signal.SIGHUP)
+    if stats_path is None:
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if read_stats(stats_path)["reloads"] > before:
+                return
+        if proc.poll() is not None:
+            raise DelayLineError(f"delay line exited with status {proc.returncode} during reload")
+        time.sleep(0.005)
+    raise DelayLineError(f"delay line did not confirm the reload within {timeout} s")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 5.0) -> int:
+    """Stop the delay line (SIGTERM, then SIGKILL after timeout); return its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
