@@ -19,10 +19,11 @@ from mininet.node import OVSSwitch
 
 from lab import cleanup
 from lab.capabilities import Capabilities, detect, run
-from lab.forwarding import static_flows
 from lab.links import LabLink
 from lab.runstate import PROCESS_MARKER, RunState, load_state, new_run_id, process_start, remove_state
 from lab.signals import signals_held
+from controllers.flows import render_ofctl
+from controllers.planner import static_flows
 from topologies.mininet_topo import HybridTopo
 from topologies.model import Topology
 
@@ -181,12 +182,15 @@ class Lab:
     # -- forwarding -------------------------------------------------------------------
 
     def install_static_flows(self) -> None:
-        """One ovs-ofctl per switch, all at once (each waits on its switch's round trip)."""
+        """The controller's lowest-latency flows, installed without a controller.
+
+        One ovs-ofctl per switch, all at once (each waits on its switch's round trip).
+        """
         procs = {}
         for switch, flows in static_flows(self.topology).items():
             proc = subprocess.Popen(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", switch, "-"],
                                     stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            proc.stdin.write("\n".join(flows) + "\n")
+            proc.stdin.write("".join(render_ofctl(f) + "\n" for f in flows))
             proc.stdin.close()
             procs[switch] = proc
         failures = []

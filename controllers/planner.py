@@ -1,0 +1,149 @@
+"""From topology, services, strategy and network state to the flows every switch should hold.
+
+This is the whole routing decision, pure and deterministic: the os-ken app, the lab's
+controller-less mode (`static_flows` + `render_ofctl`) and the unit tests all use it.
+
+Per switch:
+- table 0: ARP requests for any host or service address are answered on the spot from the
+  model (nothing is flooded: the topology has loops); a consumer's packets to a service
+  address are rewritten to its chosen endpoint, and the endpoint's answers back to the
+  service address; delay probes go to the controller; everything else goes on to table 1.
+- table 1: one flow per host MAC, out of the port toward the host's site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+from controllers.flows import (
+    ARP_REPLY, ARP_REQUEST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_PROBE, IN_PORT,
+    PRIORITY_ARP, PRIORITY_DEFAULT, PRIORITY_FORWARD, PRIORITY_PROBE, PRIORITY_SERVICE,
+    TABLE_CLASSIFY, TABLE_FORWARD, FlowEntry, GotoTable, Move, Output, SetField,
+)
+from controllers.routing import NetworkState, Tree, live_graph, path_delay_ms, trees
+from controllers.services import Endpoint, Service, choose_endpoint, default_services
+from controllers.strategies import Strategy, get_strategy
+from topologies.model import Topology, load
+
+
+@dataclass
+class Plan:
+    """The decision for one moment: trees per destination site, endpoints, flows."""
+
+    strategy: Strategy
+    graph: nx.Graph
+    trees: dict[str, Tree]
+    endpoints: dict[tuple[str, str], Endpoint | None]  # (service, consumer host) -> choice
+    flows: dict[int, list[FlowEntry]] = field(default_factory=dict)  # dpid -> entries
+
+
+def plan(topology: Topology, services: list[Service], strategy: Strategy, state: NetworkState,
+         now: float, probes: bool = True) -> Plan:
+    """Compute the flows of every switch that is up; `probes` adds the probe-to-controller flow."""
+    graph = live_graph(topology, state, now)
+    route_trees = trees(graph, strategy.path_metric)
+    endpoints = {
+        (svc.name, consumer): choose_endpoint(strategy.endpoint_policy, svc, topology.hosts[consumer],
+                                              topology, state, graph, route_trees)
+        for svc in services for consumer in svc.consumers
+    }
+    result = Plan(strategy, graph, route_trees, endpoints)
+    for site in topology.sites.values():
+        if site.name in state.down_sites:
+            continue
+        dpid = int(site.dpid, 16)
+        entries = [FlowEntry(dpid, TABLE_CLASSIFY, PRIORITY_DEFAULT, {}, (GotoTable(TABLE_FORWARD),))]
+        entries += _arp_flows(dpid, topology, services)
+        if probes:
+            entries.append(FlowEntry(dpid, TABLE_CLASSIFY, PRIORITY_PROBE,
+                                     {"eth_type": ETH_TYPE_PROBE}, (Output(CONTROLLER),)))
+        entries += _service_flows(dpid, site.name, topology, services, endpoints)
+        entries += _forward_flows(dpid, site.name, topology, route_trees)
+        result.flows[dpid] = entries
+    return result
+
+
+def _arp_responder(dpid: int, ip: str, mac: str) -> FlowEntry:
+    """Turn an ARP request for `ip` into the reply and send it back where it came from."""
+    return FlowEntry(dpid, TABLE_CLASSIFY, PRIORITY_ARP,
+                     {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST, "arp_tpa": ip},
+                     (Move("eth_src", "eth_dst"), SetField("eth_src", mac),
+                      SetField("arp_op", ARP_REPLY), Move("arp_sha", "arp_tha"),
+                      Move("arp_spa", "arp_tpa"), SetField("arp_sha", mac),
+                      SetField("arp_spa", ip), Output(IN_PORT)))
+
+
+def _arp_flows(dpid: int, topology: Topology, services: list[Service]) -> list[FlowEntry]:
+    owners = [(h.ip, h.mac) for h in topology.hosts.values()] + [(s.vip, s.mac) for s in services]
+    return [_arp_responder(dpid, ip, mac) for ip, mac in owners]
+
+
+def _service_flows(dpid: int, site: str, topology: Topology, services: list[Service],
+                   endpoints: dict[tuple[str, str], Endpoint | None]) -> list[FlowEntry]:
+    entries = []
+    for svc in services:
+        for consumer_name in svc.consumers:
+            consumer = topology.hosts[consumer_name]
+            chosen = endpoints[(svc.name, consumer_name)]
+            if consumer.site != site or chosen is None:
+                continue
+            endpoint = topology.hosts[chosen.host]
+            entries.append(FlowEntry(
+                dpid, TABLE_CLASSIFY, PRIORITY_SERVICE,
+                {"eth_type": ETH_TYPE_IP, "ipv4_src": consumer.ip, "ipv4_dst": svc.vip},
+                (SetField("eth_dst", endpoint.mac), SetField("ipv4_dst", endpoint.ip),
+                 GotoTable(TABLE_FORWARD))))
+            entries.append(FlowEntry(
+                dpid, TABLE_CLASSIFY, PRIORITY_SERVICE,
+                {"eth_type": ETH_TYPE_IP, "ipv4_src": endpoint.ip, "ipv4_dst": consumer.ip},
+                (SetField("eth_src", svc.mac), SetField("ipv4_src", svc.vip),
+                 GotoTable(TABLE_FORWARD))))
+    return entries
+
+
+def _forward_flows(dpid: int, site: str, topology: Topology, route_trees: dict[str, Tree]) -> list[FlowEntry]:
+    entries = []
+    for host in topology.hosts.values():
+        if host.site == site:
+            port = topology.port_to(site, host.name)
+        else:
+            tree = route_trees.get(host.site)
+            hop = tree.next_hop(site) if tree else None
+            if hop is None:
+                continue
+            port = topology.port_to(site, hop)
+        entries.append(FlowEntry(dpid, TABLE_FORWARD, PRIORITY_FORWARD, {"eth_dst": host.mac},
+                                 (Output(port),)))
+    return entries
+
+
+def host_paths(topology: Topology, result: Plan) -> list[dict]:
+    """Site path and expected one-way delay between every ordered pair of hosts."""
+    rows = []
+    for src in topology.hosts.values():
+        for dst in topology.hosts.values():
+            if src.name == dst.name:
+                continue
+            tree = result.trees.get(dst.site)
+            path = tree.paths.get(src.site) if tree else None
+            rows.append({"src": src.name, "dst": dst.name, "path": path or [],
+                         "delay_ms": round(path_delay_ms(result.graph, path), 4) if path else None})
+    return rows
+
+
+def static_flows(topology: Topology | str | Path, strategy: str = "latency",
+                 services: list[Service] | None = None, now: float = 0.0) -> dict[str, list[FlowEntry]]:
+    """The flows of every switch (keyed by bridge name) with nothing down and no measurements.
+
+    For a lab without a controller: program them with `ovs-ofctl -O OpenFlow13 add-flow
+    BRIDGE "$(render_ofctl(flow))"`. No probe flows (no one would answer them).
+    """
+    if not isinstance(topology, Topology):
+        topology = load(topology)
+    services = default_services(topology) if services is None else services
+    result = plan(topology, services, get_strategy(strategy), NetworkState(), now, probes=False)
+    by_dpid = {int(site.dpid, 16): site.switch for site in topology.sites.values()}
+    return {by_dpid[dpid]: entries for dpid, entries in result.flows.items()}

@@ -1,0 +1,175 @@
+"""Service virtual addresses and how each consumer's endpoint is chosen.
+
+A service is a virtual IP (with a virtual MAC) served by several hosts. Its consumers
+address the virtual IP; the controller picks one endpoint per consumer and rewrites the
+addresses on the consumer's switch, the way DNS-based routing (Route 53) picks a record
+per resolver. Services come from `default_services` (built from host roles) or a small YAML
+file validated as strictly as the topology.
+
+Defaults (addresses 10.0.0.x are free: hosts live in 10.<site index>.0.x, indices from 1):
+- "db"  10.0.0.10: the db-primary then the db-standby hosts; consumed by monolith and
+  service hosts.
+- "app" 10.0.0.20: the monolith then the service hosts; consumed by client hosts.
+Endpoints are ordered (the first is the primary), each with a geo bias of 0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import yaml
+
+from controllers.routing import NetworkState, Tree, path_delay_ms
+from topologies.model import HOST_ROLES, Host, Topology, great_circle_km
+
+ENDPOINT_POLICIES = ("fewest-hops", "lowest-latency", "geo", "primary-standby", "fixed")
+VIP_NETWORK = ipaddress.ip_network("10.0.0.0/24")
+MAX_BIAS = 99
+
+
+class ServiceError(ValueError):
+    """A service definition is invalid; str() names the field."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    bias: int = 0  # Route 53 geoproximity bias, -99..+99: positive attracts more consumers
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    vip: str
+    endpoints: tuple[Endpoint, ...]
+    consumers: tuple[str, ...]  # host names
+
+    @property
+    def mac(self) -> str:
+        return "02:4c:00:00:00:%02x" % int(ipaddress.ip_address(self.vip).packed[-1])
+
+
+DEFAULTS = (
+    ("db", "10.0.0.10", ("db-primary", "db-standby"), ("monolith", "service")),
+    ("app", "10.0.0.20", ("monolith", "service"), ("client",)),
+)
+
+
+def default_services(topology: Topology) -> list[Service]:
+    """The documented defaults, skipping a service the topology has no endpoints for."""
+    services = []
+    for name, vip, endpoint_roles, consumer_roles in DEFAULTS:
+        endpoints = tuple(Endpoint(h.name) for role in endpoint_roles
+                          for h in topology.hosts_with_role(role))
+        consumers = tuple(h.name for h in topology.hosts.values() if h.role in consumer_roles)
+        if endpoints:
+            services.append(Service(name, vip, endpoints, consumers))
+    return services
+
+
+def load_services(path: str | Path, topology: Topology) -> list[Service]:
+    """Read services from YAML: `services: [{name, vip, endpoints, consumers}]`.
+
+    `endpoints` is a list of host names or `{host: NAME, bias: N}`; `consumers` a list of
+    host names or roles.
+    """
+    data = yaml.safe_load(Path(path).read_text())
+    return parse_services(data, topology, str(path))
+
+
+def parse_services(data: Any, topology: Topology, file: str = "<services>") -> list[Service]:
+    def fail(where: str, problem: str):
+        raise ServiceError(f"{file}: {where}: {problem}")
+
+    if not isinstance(data, dict) or set(data) != {"services"} or not isinstance(data["services"], list):
+        fail("(top)", "must be a mapping with one key, services, holding a list")
+    services: list[Service] = []
+    for i, spec in enumerate(data["services"]):
+        where = f"services[{i}]"
+        if not isinstance(spec, dict):
+            fail(where, "must be a mapping")
+        for key in spec:
+            if key not in ("name", "vip", "endpoints", "consumers"):
+                fail(f"{where}.{key}", "unknown key (allowed: consumers, endpoints, name, vip)")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            fail(f"{where}.name", "is required (a string)")
+        try:
+            vip = ipaddress.ip_address(str(spec.get("vip")))
+        except ValueError:
+            fail(f"{where}.vip", f"{spec.get('vip')!r} is not an IPv4 address")
+        if vip not in VIP_NETWORK or int(vip.packed[-1]) in (0, 255):
+            fail(f"{where}.vip", f"must be a host address in {VIP_NETWORK} (hosts use the rest)")
+        endpoints = [_endpoint(e, topology, f"{where}.endpoints[{j}]", fail)
+                     for j, e in enumerate(_nonempty_list(spec, "endpoints", where, fail))]
+        consumers = []
+        for j, c in enumerate(_nonempty_list(spec, "consumers", where, fail)):
+            if c in topology.hosts:
+                consumers.append(c)
+            elif c in HOST_ROLES:
+                consumers += [h.name for h in topology.hosts_with_role(c)]
+            else:
+                fail(f"{where}.consumers[{j}]", f"{c!r} is neither a host nor a role")
+        if any(s.name == name or s.vip == str(vip) for s in services):
+            fail(where, f"duplicate service name or vip ({name}, {vip})")
+        services.append(Service(name, str(vip), tuple(endpoints), tuple(dict.fromkeys(consumers))))
+    return services
+
+
+def _nonempty_list(spec: dict, key: str, where: str, fail) -> list:
+    value = spec.get(key)
+    if not isinstance(value, list) or not value:
+        fail(f"{where}.{key}", "is required (a non-empty list)")
+    return value
+
+
+def _endpoint(spec: Any, topology: Topology, where: str, fail) -> Endpoint:
+    if isinstance(spec, str):
+        spec = {"host": spec}
+    if not isinstance(spec, dict) or not set(spec) <= {"host", "bias"}:
+        fail(where, "must be a host name or {host: NAME, bias: N}")
+    host, bias = spec.get("host"), spec.get("bias", 0)
+    if host not in topology.hosts:
+        fail(f"{where}.host", f"unknown host {host!r}")
+    if isinstance(bias, bool) or not isinstance(bias, int) or not -MAX_BIAS <= bias <= MAX_BIAS:
+        fail(f"{where}.bias", f"must be an integer from -{MAX_BIAS} to {MAX_BIAS}, got {bias!r}")
+    return Endpoint(host, bias)
+
+
+def biased_distance_km(topology: Topology, consumer: Host, endpoint: Endpoint) -> float:
+    """Route 53 geoproximity: biased distance = actual distance x (1 - bias / 100)."""
+    a, b = topology.sites[consumer.site], topology.sites[topology.hosts[endpoint.host].site]
+    return great_circle_km(a.lat, a.lon, b.lat, b.lon) * (1 - endpoint.bias / 100)
+
+
+def choose_endpoint(policy: str, service: Service, consumer: Host, topology: Topology,
+                    state: NetworkState, graph: nx.Graph, trees: dict[str, Tree]) -> Endpoint | None:
+    """The endpoint `consumer` should reach for `service`, or None if none is reachable.
+
+    `trees` are the paths packets will really take, so "lowest latency" and "fewest hops"
+    are judged on those paths; ties go to the earlier endpoint in the service's order.
+    """
+    if policy not in ENDPOINT_POLICIES:
+        raise ValueError(f"unknown endpoint policy {policy!r}")
+    if policy == "fixed":
+        return service.endpoints[0]
+
+    def path_to(e: Endpoint) -> list[str] | None:
+        tree = trees.get(topology.hosts[e.host].site)
+        return tree.paths.get(consumer.site) if tree else None
+
+    candidates = [e for e in service.endpoints
+                  if e.host != consumer.name and state.host_up(topology, e.host) and path_to(e)]
+    if not candidates:
+        return None
+    if policy == "primary-standby":
+        return candidates[0]
+    if policy == "geo":
+        return min(candidates, key=lambda e: biased_distance_km(topology, consumer, e))
+    if policy == "lowest-latency":
+        return min(candidates, key=lambda e: path_delay_ms(graph, path_to(e)))
+    return min(candidates, key=lambda e: (len(path_to(e)), path_delay_ms(graph, path_to(e))))
