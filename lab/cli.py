@@ -16,7 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from lab import cleanup as cleanup_mod
+from controllers.strategies import STRATEGIES
 from lab.capabilities import detect
+from lab.emulation import CHOICES
+from lab.network import CONTROLLER_HELP, Lab, LabError
 from lab.links import LinkParamError
 from lab.signals import Interrupted, stop_signals_raise
 from topologies.mininet_topo import DEFAULT_TOPOLOGY
@@ -127,20 +130,36 @@ def cmd_cleanup(args) -> int:
 # -- lab up / run -----------------------------------------------------------------------
 
 def _bring_up(args):
-    from lab.network import Lab
-
     topo = load(args.topology)
-    lab = Lab(topo, controller=args.controller)
+    lab = Lab(topo, controller=args.controller, links=args.links, strategy=args.strategy,
+              calibrate=not args.no_calibrate)
     console.print(f"bringing up [bold]{topo.name}[/] ({len(topo.sites)} sites, "
-                  f"{len(topo.links)} links, {len(topo.hosts)} hosts) - OVS datapath "
-                  f"{lab.caps.datapath}, links: plain (no delay emulation yet)")
+                  f"{len(topo.links)} links, {len(topo.hosts)} hosts): OVS datapath "
+                  f"{lab.caps.datapath}, link emulation {lab.backend}, controller "
+                  f"{args.controller}, strategy {args.strategy}")
     return lab
+
+
+def _up_summary(lab) -> str:
+    t = lab.timing
+    text = (f"up in {t.up_s:.2f} s (network {t.build_s:.2f} s, forwarding "
+            f"{t.forwarding_s:.2f} s, calibration {t.calibration_s:.2f} s)")
+    if lab.calibration:
+        c = lab.calibration
+        left = sum(1 for link in c.links if link.uncompensated_ms > 0)
+        text += (f"; fabric calibrated on {sum(1 for l in c.links if l.n)} links, host access "
+                 f"RTT {c.access_rtt_ms:.3f} ms (n={c.access_n}, not removable), "
+                 f"{left} links shorter than the fabric's own latency")
+    return text
 
 
 def cmd_up(args) -> int:
     lab = _bring_up(args)
     with lab:
-        console.print(f"up in {lab.timing.build_s + lab.timing.forwarding_s:.2f} s")
+        console.print(_up_summary(lab))
+        if lab.controller is not None:
+            console.print(f"controller REST API: {lab.controller.rest_url}/v1/ "
+                          f"(topology, strategy, paths, links, endpoints)")
         if args.cli:
             from mininet.cli import CLI
             CLI(lab.net)
@@ -163,14 +182,15 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     lab = _bring_up(args)
     with lab:
-        console.print(f"up in {lab.timing.build_s + lab.timing.forwarding_s:.2f} s; "
-                      f"measuring RTT between every pair of sites "
-                      f"({args.samples} pings each after warm-up)")
+        console.print(_up_summary(lab))
+        console.print(f"measuring RTT between every pair of sites "
+                      f"({args.samples} pings each after a warm-up round)")
         pairs = site_rtts(lab, samples=args.samples, progress=lambda i, n: console.print(
             f"  [{i}/{n}] sources done", end="\r"))
         setup = {"topology": str(args.topology), "datapath": lab.caps.datapath,
-                 "links": "plain", "controller": args.controller,
-                 "bring_up_s": round(lab.timing.build_s + lab.timing.forwarding_s, 3)}
+                 "links": lab.backend, "controller": args.controller, "strategy": args.strategy,
+                 "bring_up_s": round(lab.timing.up_s, 3),
+                 "calibration": lab.calibration.as_dict() if lab.calibration else None}
     setup["teardown_s"] = round(lab.timing.teardown_s, 3)
     unreachable = [p for p in pairs if not p.samples]
     lossy = [p for p in pairs if p.samples and p.loss_pct > 0]
@@ -182,6 +202,40 @@ def cmd_run(args) -> int:
                   f"answer; {len(lossy)} with some loss; torn down in {setup['teardown_s']:.2f} s")
     console.print(f"results written to {out}/site-rtt.json")
     return 1 if unreachable else 0
+
+
+def cmd_verify(args) -> int:
+    """Bring the lab up, measure every link and path, compare with the model."""
+    from lab.verify import TOLERANCE, Tolerance, verify
+
+    lab = _bring_up(args)
+    with lab:
+        console.print(_up_summary(lab))
+        default_ms, default_pct = TOLERANCE[lab.backend]
+        tolerance = Tolerance(default_ms if args.tolerance_ms is None else args.tolerance_ms,
+                              default_pct if args.tolerance_pct is None else args.tolerance_pct)
+        console.print(f"measuring {len(lab.topology.links)} links and every site-to-site path, "
+                      f"{args.samples} probes each; tolerance {tolerance}")
+        report = verify(lab, samples=args.samples, tolerance=tolerance)
+    for kind in ("links", "paths"):
+        table = Table(title=f"{kind.capitalize()}: expected RTT from the model vs measured "
+                            f"(backend {report['backend']})")
+        for col in ("from", "to", "expected ms", "p50 ms", "p99 ms", "error ms", "n", ""):
+            table.add_column(col, justify="left" if col in ("from", "to") else "right")
+        for r in report[kind]:
+            table.add_row(r["src"], r["dst"], _fmt(r["expected_rtt_ms"]), _fmt(r["p50_ms"]),
+                          _fmt(r["p99_ms"]), _fmt(r["error_ms"]), str(r["n"]),
+                          "ok" if r["pass"] else "[red]FAIL[/]")
+        console.print(table)
+    failed = sum(not r["pass"] for r in report["links"] + report["paths"])
+    console.print(f"{'PASS' if report['pass'] else 'FAIL'}: {failed} of "
+                  f"{len(report['links']) + len(report['paths'])} outside {tolerance}; path "
+                  f"error |median| {report['median_abs_path_error_ms']} ms, max "
+                  f"{report['max_abs_path_error_ms']} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        console.print(f"report written to {args.json}")
+    return 0 if report["pass"] else 1
 
 
 def _print_rtt_table(pairs) -> None:
@@ -214,9 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     def lab_options(p):
         p.add_argument("--topology", default=str(DEFAULT_TOPOLOGY),
                        help="topology file (default: %(default)s)")
-        p.add_argument("--controller", default="static", choices=("static", "none"),
-                       help="static: the lab installs lowest-latency flows itself; "
-                            "none: no flows at all (default: %(default)s)")
+        p.add_argument("--controller", default="builtin", metavar="KIND",
+                       help=f"{CONTROLLER_HELP} (default: %(default)s)")
+        p.add_argument("--strategy", default="latency", choices=sorted(STRATEGIES),
+                       help="routing strategy of the controller (default: %(default)s)")
+        p.add_argument("--links", default="auto", choices=CHOICES,
+                       help="link emulation: netem where the kernel has it, else the "
+                            "userspace delay line (default: %(default)s)")
+        p.add_argument("--no-calibrate", action="store_true",
+                       help="do not measure and subtract the switching fabric's own latency")
 
     up = sub.add_parser("up", help="bring the lab up until Ctrl-C")
     lab_options(up)
@@ -228,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--samples", type=int, default=10, help="pings counted per site pair")
     run.add_argument("--out", help="results directory (default: results/run-<time>)")
     run.set_defaults(func=cmd_run)
+
+    ver = sub.add_parser("verify", help="measure every link and path against the model")
+    lab_options(ver)
+    ver.add_argument("--samples", type=int, default=50, help="probes counted per link and path")
+    ver.add_argument("--tolerance-ms", type=float,
+                     help="allowed |median error| in ms (default: 0.2 netem, 0.3 userspace)")
+    ver.add_argument("--tolerance-pct", type=float,
+                     help="plus this percentage of the expected RTT (default: 2)")
+    ver.add_argument("--json", help="write the report here")
+    ver.set_defaults(func=cmd_verify)
 
     sub.add_parser("doctor", help="what this machine supports and what the lab will use"
                    ).set_defaults(func=cmd_doctor)
@@ -253,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
         print("lab: interrupted; torn down", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-        from lab.network import LabError
-
         if isinstance(exc, LabError):
             print(f"lab: {exc}", file=sys.stderr)
             return 1

@@ -8,6 +8,7 @@ which silently drops a parameter it does not know, an unknown or misspelt one is
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass
 
 from mininet.link import Intf, Link
@@ -86,17 +87,45 @@ class LabIntf(Intf):
 class LabLink(Link):
     """A Mininet link carrying validated emulation parameters for the lab's backend.
 
-    This link itself forwards without delay; `lab.emulation` applies `self.emulation` with
-    the backend chosen for the run.
+    With `delay_line=True` a site-to-site link (one with a `link_index`) is built as two veth
+    pairs, node1's port <-> hld<N>a and hld<N>b <-> node2's port, so the userspace delay line
+    can sit in the middle while Mininet still sees node1:port <-> node2:port. The link itself
+    forwards nothing and delays nothing: `lab.emulation` applies `self.emulation`.
     """
 
-    def __init__(self, node1, node2, **params):
+    def __init__(self, node1, node2, delay_line: bool = False, link_index: int | None = None,
+                 **params):
         emulation = {k: params.pop(k) for k in list(params) if k in EMULATION_KEYS}
         unknown = sorted(set(params) - set(LINK_KEYS))
         if unknown:
             raise LinkParamError(f"unknown link parameter {unknown[0]!r} "
                                  f"(known: {', '.join(EMULATION_KEYS + LINK_KEYS)})")
         self.emulation = LinkParams.from_mininet(emulation)
+        self.link_index = link_index
+        self.delay_line_ends = None
+        if delay_line and link_index is not None:
+            from lab.emulation import delay_line_ends
+            self.delay_line_ends = delay_line_ends(link_index)
         params.setdefault("cls1", LabIntf)
         params.setdefault("cls2", LabIntf)
         super().__init__(node1, node2, **params)
+
+    def makeIntfPair(self, intfname1, intfname2, addr1=None, addr2=None, node1=None,
+                     node2=None, deleteIntfs=True):
+        if self.delay_line_ends is None:
+            return Link.makeIntfPair(intfname1, intfname2, addr1, addr2, node1, node2,
+                                     deleteIntfs=deleteIntfs)
+        a, b = self.delay_line_ends
+        # Both ends are switches in the root namespace. The delay line's ends carry no
+        # addresses and no IPv6, so the kernel never sends anything into the link itself.
+        commands = (f"link add name {intfname1} type veth peer name {a}\n"
+                    f"link add name {b} type veth peer name {intfname2}\n"
+                    f"link set dev {a} up\nlink set dev {b} up\n")
+        result = subprocess.run(["ip", "-batch", "-"], input=commands, capture_output=True,
+                                text=True, timeout=30)
+        if result.returncode != 0:
+            raise OSError(f"cannot create the delay line's veths for {intfname1}: "
+                          f"{result.stderr.strip()}")
+        subprocess.run(["sysctl", "-qw"] + [f"net.ipv6.conf.{n}.disable_ipv6=1" for n in (a, b)],
+                       capture_output=True, timeout=10)
+        return None

@@ -2,7 +2,9 @@
 
 `Lab` builds the network of a topology model with Open vSwitch (the kernel datapath where
 the kernel has it, the userspace datapath elsewhere), writes down what it owns before it
-creates it, programs forwarding, and always tears everything down again.
+creates it, emulates its links (lab.emulation), programs forwarding (the os-ken controller,
+or the same flows installed statically), calibrates the switching fabric's own latency out
+of the emulated delays (lab.calibration), and always tears everything down again.
 """
 
 from __future__ import annotations
@@ -15,19 +17,23 @@ from functools import partial
 
 from mininet.log import setLogLevel
 from mininet.net import Mininet
-from mininet.node import OVSSwitch
+from mininet.node import OVSSwitch, RemoteController
 
+from controllers.flows import render_ofctl
+from controllers.launcher import ControllerError, ControllerProcess, start_controller
+from controllers.planner import static_flows
 from lab import cleanup
 from lab.capabilities import Capabilities, detect, run
+from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend
 from lab.links import LabLink
-from lab.runstate import PROCESS_MARKER, RunState, load_state, new_run_id, process_start, remove_state
+from lab.runstate import (PROCESS_MARKER, RunState, load_state, new_run_id, process_start,
+                          remove_state, run_dir)
 from lab.signals import signals_held
-from controllers.flows import render_ofctl
-from controllers.planner import static_flows
 from topologies.mininet_topo import HybridTopo
 from topologies.model import Topology
 
-CONTROLLERS = ("static", "none")
+CONTROLLER_HELP = "builtin (the lab's os-ken controller), static (its flows, no controller), " \
+                  "none (no flows), or tcp:HOST:PORT (your OpenFlow 1.3 controller)"
 
 
 class LabError(RuntimeError):
@@ -45,26 +51,55 @@ class LabSwitch(OVSSwitch):
         return super().bridgeOpts() + f" external_ids:hclab-run={self.run_id}"
 
 
+def parse_controller(spec: str) -> tuple[str, str, int]:
+    """'builtin' | 'static' | 'none' | 'tcp:HOST:PORT' -> (kind, host, port)."""
+    if spec in ("builtin", "static", "none"):
+        return spec, "127.0.0.1", 6653
+    kind, _, rest = spec.partition(":")
+    host, _, port = rest.rpartition(":")
+    if kind != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--controller {spec!r}: expected {CONTROLLER_HELP}")
+    return "remote", host, int(port)
+
+
 @dataclass
 class Timing:
     build_s: float = 0.0
     forwarding_s: float = 0.0
+    calibration_s: float = 0.0
     teardown_s: float = 0.0
+
+    @property
+    def up_s(self) -> float:
+        return self.build_s + self.forwarding_s + self.calibration_s
 
 
 class Lab:
     """One running lab: `with Lab(topology) as lab:` brings it up and always tears it down."""
 
-    def __init__(self, topology: Topology, controller: str = "static",
-                 caps: Capabilities | None = None, log=print):
-        if controller not in CONTROLLERS:
-            raise LabError(f"unknown controller {controller!r} (choose from {', '.join(CONTROLLERS)})")
+    def __init__(self, topology: Topology, controller: str = "builtin", links: str = "auto",
+                 strategy: str = "latency", calibrate: bool = True, ofp_port: int = 6653,
+                 rest_port: int = 8080, caps: Capabilities | None = None, log=print):
+        try:
+            self.controller_kind, self.controller_host, port = parse_controller(controller)
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
+        self.ofp_port = ofp_port if self.controller_kind == "builtin" else port
+        self.rest_port = rest_port
         self.topology = topology
-        self.controller = controller
+        self.strategy = strategy
         self.caps = caps or detect()
+        try:
+            self.backend = resolve_backend(links, self.caps)
+        except EmulationError as exc:
+            raise LabError(str(exc)) from None
+        self.calibrate = calibrate
         self.log = log
         self.net: Mininet | None = None
         self.state: RunState | None = None
+        self.controller: ControllerProcess | None = None
+        self.emulation: LinkEmulation | None = None
+        self.calibration = None  # lab.calibration.Calibration once measured
         self.timing = Timing()
 
     # -- life cycle -------------------------------------------------------------------
@@ -89,26 +124,70 @@ class Lab:
             raise LabError("Mininet is not installed: run ./setup.sh")
         self._claim_run_dir()
         setLogLevel("warning")
-        t0 = time.monotonic()
-        switch = partial(LabSwitch, run_id=self.state.run_id, datapath=self.caps.datapath,
-                         failMode="secure", batch=True)
-        # Every process Mininet starts inherits the marker, so a crashed run's shells can be
-        # found; it is set only while they are started.
+        # Every process the lab starts (Mininet's shells, the controller, the delay line)
+        # inherits the marker, so a crashed run's processes can be found.
         os.environ[PROCESS_MARKER] = self.state.run_id
         try:
-            self.net = Mininet(topo=HybridTopo(self.topology), switch=switch, link=LabLink,
-                               controller=None, build=False, autoSetMacs=False,
-                               autoStaticArp=False, waitConnected=False)
-            self.net.build()
-            self._configure_interfaces()
-            self.net.start()
+            self._start()
         finally:
             del os.environ[PROCESS_MARKER]
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        if self.controller_kind == "builtin":
+            try:
+                self.controller = start_controller(
+                    self.topology.source, strategy=self.strategy, ofp_port=self.ofp_port,
+                    rest_port=self.rest_port, log_path=run_dir() / "controller.log")
+            except ControllerError as exc:
+                raise LabError(f"the controller did not start: {exc}") from None
+        switch = partial(LabSwitch, run_id=self.state.run_id, datapath=self.caps.datapath,
+                         failMode="secure", batch=True)
+        link = partial(LabLink, delay_line=self.backend == "userspace")
+        self.net = Mininet(topo=HybridTopo(self.topology), switch=switch, link=link,
+                           controller=None, build=False, autoSetMacs=False,
+                           autoStaticArp=False, waitConnected=False)
+        if self.controller_kind in ("builtin", "remote"):
+            self.net.addController(RemoteController("hlc0", ip=self.controller_host,
+                                                    port=self.ofp_port))
+        self.net.build()
+        self._configure_interfaces()
+        self.net.start()
+        self.emulation = LinkEmulation(self.backend, self._emulated_links(), run_dir())
+        try:
+            self.emulation.start()
+        except EmulationError as exc:
+            raise LabError(str(exc)) from None
         self.timing.build_s = time.monotonic() - t0
         t0 = time.monotonic()
-        if self.controller == "static":
+        if self.controller_kind == "static":
             self.install_static_flows()
+        elif self.controller is not None:
+            try:
+                self.controller.wait_for_switches(timeout=30)
+            except ControllerError as exc:
+                raise LabError(str(exc)) from None
         self.timing.forwarding_s = time.monotonic() - t0
+        if self.calibrate and self.backend == "userspace" and self.controller_kind != "none":
+            from lab.calibration import calibrate
+
+            t0 = time.monotonic()
+            self.calibration = calibrate(self)
+            self.emulation.set_holds(self.calibration.holds)
+            self.timing.calibration_s = time.monotonic() - t0
+
+    def _emulated_links(self) -> list[EmulatedLink]:
+        topo = self.topology
+        links = []
+        for link in topo.links:
+            a, b = topo.sites[link.a], topo.sites[link.b]
+            mn_link = self.net.linksBetween(self.net.get(a.switch), self.net.get(b.switch))[0]
+            links.append(EmulatedLink(
+                index=link.index, name=link.name,
+                intf1=f"{a.switch}-eth{topo.port_to(link.a, link.b)}",
+                intf2=f"{b.switch}-eth{topo.port_to(link.b, link.a)}",
+                params=mn_link.emulation))
+        return links
 
     def stop(self) -> None:
         """Tear down everything this run owns; safe to call twice and after a failed start."""
@@ -116,12 +195,15 @@ class Lab:
             return
         t0 = time.monotonic()
         with signals_held():
-            if self.net is not None:
-                try:
-                    self._stop_network()
-                except Exception as exc:  # the sweep below still removes what is left
-                    self.log(f"warning: network stop failed ({exc}); sweeping the run's resources")
-                self.net = None
+            for part, stop in (("link emulation", self.emulation and self.emulation.stop),
+                               ("controller", self.controller and self.controller.stop),
+                               ("network", self.net and self._stop_network)):
+                if stop:
+                    try:
+                        stop()
+                    except Exception as exc:  # the sweep below still removes what is left
+                        self.log(f"warning: stopping the {part} failed ({exc}); sweeping")
+            self.emulation = self.controller = self.net = None
             cleanup.remove_run(self.state.run_id, self.state.switches)
             remove_state()
             self.state = None
@@ -182,15 +264,17 @@ class Lab:
     # -- forwarding -------------------------------------------------------------------
 
     def install_static_flows(self) -> None:
-        """The controller's lowest-latency flows, installed without a controller.
+        """The controller's flows for the chosen strategy, installed without a controller."""
+        self.ofctl("add-flows", {switch: [render_ofctl(f) for f in flows] for switch, flows
+                                 in static_flows(self.topology, self.strategy).items()})
 
-        One ovs-ofctl per switch, all at once (each waits on its switch's round trip).
-        """
+    def ofctl(self, command: str, flows: dict[str, list[str]]) -> None:
+        """`ovs-ofctl COMMAND SWITCH -` for every switch at once (each waits on its switch)."""
         procs = {}
-        for switch, flows in static_flows(self.topology).items():
-            proc = subprocess.Popen(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", switch, "-"],
+        for switch, lines in flows.items():
+            proc = subprocess.Popen(["ovs-ofctl", "-O", "OpenFlow13", command, switch, "-"],
                                     stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            proc.stdin.write("".join(render_ofctl(f) + "\n" for f in flows))
+            proc.stdin.write("".join(line + "\n" for line in lines))
             proc.stdin.close()
             procs[switch] = proc
         failures = []
@@ -199,7 +283,7 @@ class Lab:
                 failures.append(f"{switch}: {proc.stderr.read().strip()}")
             proc.stderr.close()
         if failures:
-            raise LabError(f"installing flows failed on {failures[0]}")
+            raise LabError(f"ovs-ofctl {command} failed on {failures[0]}")
 
     # -- access -----------------------------------------------------------------------
 

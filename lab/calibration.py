@@ -1,0 +1,133 @@
+"""Calibration: measure the switching fabric's own latency per link and take it out of the holds.
+
+Open vSwitch's userspace datapath and the delay line cost time of their own (about 0.1 ms per
+direction per switch-to-switch hop here, more than an Outpost's whole delay). At bring-up the
+lab holds every link at a small fixed time, measures each link's round trip between the hosts
+at its two ends with ICMP pinned to that link, subtracts the round trip between two hosts on
+one switch (the access part no link can absorb) and the fixed hold, and sets each link's hold
+to its configured delay minus the base it found, never below zero. What could not be removed
+is reported per link. The fixed hold (not zero) hides the delay line's wake-up time, as a real
+hold does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from lab.icmpprobe import measure
+from lab.runstate import run_dir
+
+PIN_COOKIE = 0x4C50_0000_0000_0000  # "LP": the lab's pinned probe flows
+PIN_PRIORITY = 1000
+CALIBRATION_HOLD_MS = 0.5
+
+
+@dataclass
+class LinkCalibration:
+    index: int
+    name: str
+    delay_ms: float
+    base_ms: float  # the fabric's one-way latency on this link, measured
+    hold_ms: float  # what the emulator holds: delay - base, at least 0
+    uncompensated_ms: float  # base the hold could not absorb (delay < base)
+    n: int
+    rtt_p50_ms: float
+
+
+@dataclass
+class Calibration:
+    access_rtt_ms: float  # host -> switch -> host on one site, not absorbed by any link
+    access_n: int
+    links: list[LinkCalibration] = field(default_factory=list)
+
+    @property
+    def holds(self) -> dict[int, float]:
+        return {link.index: link.hold_ms for link in self.links}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def representative(topology, site: str) -> str | None:
+    hosts = topology.hosts_at(site)
+    return hosts[0].name if hosts else None
+
+
+def pin_flows(lab, links) -> dict[str, list[str]]:
+    """Flows sending ICMP between the hosts at a link's two ends over that very link."""
+    topo = lab.topology
+    flows: dict[str, list[str]] = {}
+    for link in links:
+        ends = [(link.a, link.b), (link.b, link.a)]
+        for here, there in ends:
+            src, dst = representative(topo, here), representative(topo, there)
+            flows.setdefault(topo.sites[here].switch, []).append(
+                f"cookie={PIN_COOKIE:#x},table=0,priority={PIN_PRIORITY},icmp,"
+                f"nw_src={topo.hosts[src].ip},nw_dst={topo.hosts[dst].ip},"
+                f"actions=output:{topo.port_to(here, there)}")
+    return flows
+
+
+@contextlib.contextmanager
+def pinned(lab, links):
+    """Within the block, probes between each link's end hosts take that link."""
+    flows = pin_flows(lab, links)
+    lab.ofctl("add-flows", flows)
+    try:
+        yield
+    finally:
+        lab.ofctl("del-flows", {switch: [f"cookie={PIN_COOKIE:#x}/-1"] for switch in flows})
+
+
+def measurable_links(topology) -> list:
+    return [link for link in topology.links
+            if representative(topology, link.a) and representative(topology, link.b)]
+
+
+def measure_links(lab, links, count: int, warmup: int = 3) -> dict[int, tuple[list[float], int]]:
+    """RTT samples per link index, with probes pinned to each link."""
+    topo = lab.topology
+    pairs = [(str(link.index), representative(topo, link.a), representative(topo, link.b))
+             for link in links]
+    with pinned(lab, links):
+        result = measure(lab, pairs, count=count, warmup=warmup)
+    return {int(key): value for key, value in result.items()}
+
+
+def access_pair(topology) -> tuple[str, str] | None:
+    """Two hosts on one switch, if the topology has any."""
+    for site in topology.sites:
+        hosts = topology.hosts_at(site)
+        if len(hosts) >= 2:
+            return hosts[0].name, hosts[1].name
+    return None
+
+
+def calibrate(lab, samples: int = 30) -> Calibration:
+    topo = lab.topology
+    lab.emulation.set_holds({link.index: CALIBRATION_HOLD_MS for link in topo.links})
+    pair = access_pair(topo)
+    access, access_n = 0.0, 0
+    if pair:
+        rtts, _ = measure(lab, [("access", *pair)], count=samples, warmup=5)["access"]
+        if rtts:
+            access, access_n = statistics.median(rtts), len(rtts)
+    links = measurable_links(topo)
+    rtts = measure_links(lab, links, count=samples)
+    measured = {i: statistics.median(r) for i, (r, _) in rtts.items() if r}
+    fallback = statistics.median(measured.values()) if measured else 0.0
+    result = Calibration(access_rtt_ms=round(access, 4), access_n=access_n)
+    for link in topo.links:
+        rtt = measured.get(link.index)
+        base = max(0.0, (rtt - access) / 2 - CALIBRATION_HOLD_MS) if rtt is not None \
+            else max(0.0, (fallback - access) / 2 - CALIBRATION_HOLD_MS)
+        hold = max(0.0, link.delay_ms - base)
+        result.links.append(LinkCalibration(
+            index=link.index, name=link.name, delay_ms=link.delay_ms, base_ms=round(base, 4),
+            hold_ms=round(hold, 4), uncompensated_ms=round(max(0.0, base - link.delay_ms), 4),
+            n=len(rtts.get(link.index, ([], 0))[0]), rtt_p50_ms=round(rtt or 0.0, 4)))
+    (run_dir() / "calibration.json").write_text(json.dumps(result.as_dict(), indent=1))
+    return result

@@ -1,0 +1,173 @@
+"""Link emulation on every kernel: netem where the kernel has it, the userspace delay line elsewhere.
+
+The semantics are the same on both backends:
+- delay: applied once per direction, so a link's round trip sees 2 x delay;
+- jitter: uniform in delay +- jitter (clipped at 0). The delay line keeps each direction in
+  order; netem may reorder packets whose delays cross (its own behaviour);
+- loss: each packet, each direction, dropped with the given probability;
+- rate: HTB on the two switch-side (node-side) interfaces of the link;
+- queue limit: packets waiting in the emulator per direction (default 1000, as netem).
+
+netem runs as Mininet's TCIntf does it: netem under HTB on both ends of the link. The
+userspace backend puts one delay-line process (lab.delayline) in the middle of every
+emulated link: switch A's port <-> hld<N>a ... hld<N>b <-> switch B's port.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import delayline
+from lab.capabilities import Capabilities
+from lab.links import LinkParams
+
+BACKENDS = ("netem", "userspace")
+CHOICES = ("auto",) + BACKENDS
+
+
+class EmulationError(RuntimeError):
+    """The requested link emulation cannot run here, or failed to start."""
+
+
+def resolve_backend(requested: str, caps: Capabilities) -> str:
+    """`auto` picks netem when the kernel has it (probed), else the userspace delay line."""
+    if requested == "auto":
+        return caps.link_backend
+    if requested not in BACKENDS:
+        raise EmulationError(f"unknown link backend {requested!r} (choose from {', '.join(CHOICES)})")
+    if requested == "netem" and not caps.netem:
+        raise EmulationError("--links netem: this kernel has no sch_netem (see 'lab doctor'); "
+                             "use --links userspace")
+    return requested
+
+
+def delay_line_ends(index: int) -> tuple[str, str]:
+    """Names of the delay line's two interfaces for link number `index` (1-based)."""
+    return f"hld{index}a", f"hld{index}b"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.4f}".rstrip("0").rstrip(".") + "ms"
+
+
+def htb_commands(ifname: str, rate_mbit: float) -> list[list[str]]:
+    """A rate limit as TCIntf sets it: an HTB root with one class."""
+    return [
+        ["tc", "qdisc", "replace", "dev", ifname, "root", "handle", "5:", "htb", "default", "1"],
+        ["tc", "class", "replace", "dev", ifname, "parent", "5:", "classid", "5:1", "htb",
+         "rate", f"{rate_mbit:g}mbit", "burst", "15k"],
+    ]
+
+
+def netem_commands(ifname: str, params: LinkParams, hold_ms: float) -> list[list[str]]:
+    """netem (under HTB when the link has a rate) holding packets `hold_ms` on `ifname`."""
+    netem = ["netem", "delay", _ms(hold_ms)]
+    if params.jitter_ms:
+        netem.append(_ms(params.jitter_ms))
+    if params.loss_pct:
+        netem += ["loss", f"{params.loss_pct:g}%"]
+    netem += ["limit", str(params.queue_packets)]
+    if params.rate_mbit:
+        return htb_commands(ifname, params.rate_mbit) + [
+            ["tc", "qdisc", "replace", "dev", ifname, "parent", "5:1", "handle", "10:"] + netem]
+    return [["tc", "qdisc", "replace", "dev", ifname, "root", "handle", "10:"] + netem]
+
+
+@dataclass
+class EmulatedLink:
+    """One site-to-site link as the emulation sees it."""
+
+    index: int
+    name: str
+    intf1: str  # switch-side interface at the link's first end
+    intf2: str
+    params: LinkParams
+    hold_ms: float = field(init=False)
+
+    def __post_init__(self):
+        self.hold_ms = self.params.delay_ms
+
+
+class LinkEmulation:
+    """Applies every link's parameters with one backend, and changes holds after calibration."""
+
+    def __init__(self, backend: str, links: list[EmulatedLink], workdir: Path):
+        self.backend = backend
+        self.links = links
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "delayline.json"
+
+    @property
+    def stats_path(self) -> Path:
+        return self.workdir / "delayline-stats.json"
+
+    def start(self) -> None:
+        commands = []
+        for link in self.links:
+            if self.backend == "netem":
+                for intf in (link.intf1, link.intf2):
+                    commands += netem_commands(intf, link.params, link.hold_ms)
+            elif link.params.rate_mbit:
+                for intf in (link.intf1, link.intf2):
+                    commands += htb_commands(intf, link.params.rate_mbit)
+        _run_tc(commands)
+        if self.backend == "userspace" and self.links:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            delayline.write_config(self.config_path, self._specs())
+            try:
+                self.process = delayline.start(self.config_path, self.stats_path,
+                                               self.workdir / "delayline.ready")
+            except delayline.DelayLineError as exc:
+                raise EmulationError(str(exc)) from None
+
+    def set_holds(self, holds: dict[int, float]) -> None:
+        """New hold times (ms, by link index), applied without dropping queued packets."""
+        for link in self.links:
+            if link.index in holds:
+                link.hold_ms = max(0.0, holds[link.index])
+        if self.backend == "netem":
+            _run_tc([cmd for link in self.links for intf in (link.intf1, link.intf2)
+                     for cmd in netem_commands(intf, link.params, link.hold_ms)[-1:]])
+        elif self.process is not None:
+            delayline.write_config(self.config_path, self._specs())
+            delayline.reload(self.process, self.stats_path)
+
+    def stats(self) -> dict:
+        """Per-link counters of the delay line (empty for netem)."""
+        if self.process is None:
+            return {}
+        self.process.send_signal(10)  # SIGUSR1: write the counters now
+        return delayline.read_stats(self.stats_path)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            delayline.stop(self.process)
+            self.process = None
+
+    def _specs(self) -> list[delayline.LinkSpec]:
+        specs = []
+        for link in self.links:
+            a, b = delay_line_ends(link.index)
+            specs.append(delayline.LinkSpec(
+                name=link.name, ifname_a=a, ifname_b=b, delay_ms=link.hold_ms,
+                jitter_ms=link.params.jitter_ms, loss_pct=link.params.loss_pct,
+                limit=link.params.queue_packets))
+        return specs
+
+
+def _run_tc(commands: list[list[str]]) -> None:
+    """All tc commands in one `tc -batch`; the first failure is an EmulationError."""
+    if not commands:
+        return
+    result = subprocess.run(["tc", "-batch", "-"], input="".join(
+        " ".join(cmd[1:]) + "\n" for cmd in commands), capture_output=True, text=True,
+        timeout=60, env=dict(os.environ, LC_ALL="C"))
+    if result.returncode != 0:
+        raise EmulationError(f"tc failed: {result.stderr.strip().splitlines()[0]}")

@@ -1,0 +1,61 @@
+"""Link emulation: the exact tc commands of the netem backend, and backend choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.capabilities import Capabilities
+from lab.emulation import (EmulationError, delay_line_ends, htb_commands, netem_commands,
+                           resolve_backend)
+from lab.links import LinkParams
+
+
+def caps(netem: bool) -> Capabilities:
+    return Capabilities(netem=netem, ovs_kernel=netem, ovs_running=True, ovs="3.1.0",
+                        mininet="2.3.0", postgres="15", os_ken="4.2.2", kernel="test")
+
+
+def test_netem_delay_only():
+    assert netem_commands("hldc1-eth3", LinkParams(delay_ms=27.4634), 27.4634) == [
+        ["tc", "qdisc", "replace", "dev", "hldc1-eth3", "root", "handle", "10:", "netem",
+         "delay", "27.4634ms", "limit", "1000"]]
+
+
+def test_netem_everything_under_htb():
+    params = LinkParams(delay_ms=5, jitter_ms=0.5, loss_pct=1.5, rate_mbit=500, queue_packets=200)
+    assert netem_commands("hlop1a-eth2", params, 4.75) == [
+        ["tc", "qdisc", "replace", "dev", "hlop1a-eth2", "root", "handle", "5:", "htb",
+         "default", "1"],
+        ["tc", "class", "replace", "dev", "hlop1a-eth2", "parent", "5:", "classid", "5:1",
+         "htb", "rate", "500mbit", "burst", "15k"],
+        ["tc", "qdisc", "replace", "dev", "hlop1a-eth2", "parent", "5:1", "handle", "10:",
+         "netem", "delay", "4.75ms", "0.5ms", "loss", "1.5%", "limit", "200"],
+    ]
+
+
+def test_netem_hold_is_what_is_applied_not_the_configured_delay():
+    cmd = netem_commands("x", LinkParams(delay_ms=0.2), 0.0)[-1]
+    assert cmd[cmd.index("delay") + 1] == "0ms"
+
+
+def test_htb_rate():
+    assert htb_commands("x", 100)[1][-4:] == ["rate", "100mbit", "burst", "15k"]
+
+
+def test_auto_picks_netem_only_where_the_kernel_has_it():
+    assert resolve_backend("auto", caps(True)) == "netem"
+    assert resolve_backend("auto", caps(False)) == "userspace"
+    assert resolve_backend("userspace", caps(True)) == "userspace"
+
+
+def test_netem_requested_without_sch_netem_is_a_clear_error():
+    with pytest.raises(EmulationError, match="no sch_netem"):
+        resolve_backend("netem", caps(False))
+    with pytest.raises(EmulationError, match="unknown link backend"):
+        resolve_backend("tc", caps(True))
+
+
+def test_delay_line_interface_names_fit_linux_limits():
+    a, b = delay_line_ends(34)
+    assert (a, b) == ("hld34a", "hld34b")
+    assert len(delay_line_ends(99999)[0]) <= 15
