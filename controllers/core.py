@@ -143,7 +143,7 @@ class RoutingCore:
                        "up": link_id(k.a, k.b) not in self.state.down_links} for k in t.links],
             "hosts": [{"name": h.name, "site": h.site, "role": h.role, "ip": h.ip, "mac": h.mac,
                        "up": self.state.host_up(t, h.name)} for h in t.hosts.values()],
-            "services": [{"name": s.name, "vip": s.vip, "mac": s.mac,
+            "services": [{"name": s.name, "vip": s.vip, "mac": s.mac, "protocol": s.protocol, "port": s.port,
                           "endpoints": [{"host": e.host, "bias": e.bias} for e in s.endpoints],
                           "consumers": list(s.consumers)} for s in self.services],
         }
@@ -177,7 +177,7 @@ class RoutingCore:
     def view_endpoints(self, now: float) -> dict:
         chosen = self._plan(now).endpoints
         return {"strategy": self.strategy.name, "services": [
-            {"name": s.name, "vip": s.vip, "mac": s.mac,
+            {"name": s.name, "vip": s.vip, "mac": s.mac, "protocol": s.protocol, "port": s.port,
              "choices": {c: (chosen[(s.name, c)].host if chosen[(s.name, c)] else None)
                          for c in s.consumers}}
             for s in self.services]}

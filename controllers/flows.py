@@ -39,6 +39,10 @@ FIELDS: dict[str, str] = {
     "ip_proto": "ip_proto",
     "ipv4_src": "ip_src",
     "ipv4_dst": "ip_dst",
+    "tcp_src": "tcp_src",
+    "tcp_dst": "tcp_dst",
+    "udp_src": "udp_src",
+    "udp_dst": "udp_dst",
     "arp_op": "arp_op",
     "arp_spa": "arp_spa",
     "arp_tpa": "arp_tpa",
@@ -122,7 +126,8 @@ def render_ofctl(flow: FlowEntry) -> str:
 
 
 def _ofctl_value(name: str, value: Union[int, str]) -> str:
-    if isinstance(value, int) and name in ("eth_type", "arp_op", "ip_proto", "in_port"):
+    if isinstance(value, int) and name in ("eth_type", "arp_op", "ip_proto", "in_port", "tcp_src",
+                                           "tcp_dst", "udp_src", "udp_dst"):
         return f"{value:#06x}" if name == "eth_type" else str(value)
     return str(value)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controllers.flows import IN_PORT, FlowEntry, GotoTable, Move, Output, SetField
+from controllers.services import PROTOCOLS
 from topologies.model import Topology
 
 
@@ -88,6 +89,18 @@ def send(topology: Topology, flows: dict[int, list[FlowEntry]], src_host: str, p
 
 
 def ip_packet(topology: Topology, src: str, dst_ip: str, dst_mac: str) -> dict:
-    """An IPv4 packet from host `src` as its IP stack would send it."""
+    """An IPv4 packet from host `src` as its IP stack would send it (no transport header)."""
     h = topology.hosts[src]
     return {"eth_src": h.mac, "eth_dst": dst_mac, "eth_type": 0x0800, "ipv4_src": h.ip, "ipv4_dst": dst_ip}
+
+
+def icmp_packet(topology: Topology, src: str, dst_ip: str, dst_mac: str) -> dict:
+    """An ICMP packet (a ping or its answer) from host `src`."""
+    return dict(ip_packet(topology, src, dst_ip, dst_mac), ip_proto=1)
+
+
+def l4_packet(topology: Topology, src: str, dst_ip: str, dst_mac: str, src_port: int,
+              dst_port: int, protocol: str = "tcp") -> dict:
+    """A TCP or UDP segment from host `src`, port `src_port`, to `dst_ip`:`dst_port`."""
+    return dict(ip_packet(topology, src, dst_ip, dst_mac), ip_proto=PROTOCOLS[protocol],
+                **{f"{protocol}_src": src_port, f"{protocol}_dst": dst_port})

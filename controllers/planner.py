@@ -6,8 +6,9 @@ controller-less mode (`static_flows` + `render_ofctl`) and the unit tests all us
 Per switch:
 - table 0: ARP requests for any host or service address are answered on the spot from the
   model (nothing is flooded: the topology has loops); a consumer's packets to a service
-  address are rewritten to its chosen endpoint, and the endpoint's answers back to the
-  service address; delay probes go to the controller; everything else goes on to table 1.
+  address and port are rewritten to its chosen endpoint, and the endpoint's answers from
+  that port back to the service address (nothing else between the two is touched); delay
+  probes go to the controller; everything else goes on to table 1.
 - table 1: one flow per host MAC, out of the port toward the host's site.
 """
 
@@ -91,14 +92,15 @@ def _service_flows(dpid: int, site: str, topology: Topology, services: list[Serv
             if consumer.site != site or chosen is None:
                 continue
             endpoint = topology.hosts[chosen.host]
+            l4 = {"eth_type": ETH_TYPE_IP, "ip_proto": svc.ip_proto}
             entries.append(FlowEntry(
                 dpid, TABLE_CLASSIFY, PRIORITY_SERVICE,
-                {"eth_type": ETH_TYPE_IP, "ipv4_src": consumer.ip, "ipv4_dst": svc.vip},
+                {**l4, "ipv4_src": consumer.ip, "ipv4_dst": svc.vip, f"{svc.protocol}_dst": svc.port},
                 (SetField("eth_dst", endpoint.mac), SetField("ipv4_dst", endpoint.ip),
                  GotoTable(TABLE_FORWARD))))
             entries.append(FlowEntry(
                 dpid, TABLE_CLASSIFY, PRIORITY_SERVICE,
-                {"eth_type": ETH_TYPE_IP, "ipv4_src": endpoint.ip, "ipv4_dst": consumer.ip},
+                {**l4, "ipv4_src": endpoint.ip, "ipv4_dst": consumer.ip, f"{svc.protocol}_src": svc.port},
                 (SetField("eth_src", svc.mac), SetField("ipv4_src", svc.vip),
                  GotoTable(TABLE_FORWARD))))
     return entries

@@ -1,15 +1,20 @@
 """Service virtual addresses and how each consumer's endpoint is chosen.
 
-A service is a virtual IP (with a virtual MAC) served by several hosts. Its consumers
-address the virtual IP; the controller picks one endpoint per consumer and rewrites the
-addresses on the consumer's switch, the way DNS-based routing (Route 53) picks a record
-per resolver. Services come from `default_services` (built from host roles) or a small YAML
-file validated as strictly as the topology.
+A service is a virtual IP (with a virtual MAC) and one protocol port, served by several
+hosts. Its consumers address VIP:port; the controller picks one endpoint per consumer and
+rewrites the addresses on the consumer's switch, the way DNS-based routing (Route 53) picks a
+record per resolver: consumer -> VIP:port becomes consumer -> endpoint:port, and
+endpoint:port -> consumer comes back from the VIP. Only that protocol and port are rewritten:
+ICMP or any other connection between an endpoint and a consumer passes untouched.
+The rewrite is stateless, so a consumer that opens a connection to an endpoint's own address
+on the service's port gets its replies from the VIP: use the VIP for the service's port.
+Services come from `default_services` (built from host roles) or a small YAML file validated
+as strictly as the topology.
 
 Defaults (addresses 10.0.0.x are free: hosts live in 10.<site index>.0.x, indices from 1):
-- "db"  10.0.0.10: the db-primary then the db-standby hosts; consumed by monolith and
-  service hosts.
-- "app" 10.0.0.20: the monolith then the service hosts; consumed by client hosts.
+- "db"  10.0.0.10 TCP 5432 (PostgreSQL): the db-primary then the db-standby hosts; consumed
+  by monolith and service hosts.
+- "app" 10.0.0.20 TCP 8080: the monolith then the service hosts; consumed by client hosts.
 Endpoints are ordered (the first is the primary), each with a geo bias of 0.
 """
 
@@ -27,6 +32,8 @@ from controllers.routing import NetworkState, Tree, path_delay_ms
 from topologies.model import HOST_ROLES, Host, Topology, great_circle_km
 
 ENDPOINT_POLICIES = ("fewest-hops", "lowest-latency", "geo", "primary-standby", "fixed")
+PROTOCOLS = {"tcp": 6, "udp": 17}  # name -> IP protocol number
+SERVICE_KEYS = ("name", "vip", "endpoints", "consumers", "protocol", "port")
 VIP_NETWORK = ipaddress.ip_network("10.0.0.0/24")
 MAX_BIAS = 99
 
@@ -47,6 +54,12 @@ class Service:
     vip: str
     endpoints: tuple[Endpoint, ...]
     consumers: tuple[str, ...]  # host names
+    port: int
+    protocol: str = "tcp"  # a key of PROTOCOLS
+
+    @property
+    def ip_proto(self) -> int:
+        return PROTOCOLS[self.protocol]
 
     @property
     def mac(self) -> str:
@@ -54,28 +67,30 @@ class Service:
 
 
 DEFAULTS = (
-    ("db", "10.0.0.10", ("db-primary", "db-standby"), ("monolith", "service")),
-    ("app", "10.0.0.20", ("monolith", "service"), ("client",)),
+    ("db", "10.0.0.10", "tcp", 5432, ("db-primary", "db-standby"), ("monolith", "service")),
+    ("app", "10.0.0.20", "tcp", 8080, ("monolith", "service"), ("client",)),
 )
+DEFAULT_PORTS = {name: (protocol, port) for name, _, protocol, port, _, _ in DEFAULTS}
 
 
 def default_services(topology: Topology) -> list[Service]:
     """The documented defaults, skipping a service the topology has no endpoints for."""
     services = []
-    for name, vip, endpoint_roles, consumer_roles in DEFAULTS:
+    for name, vip, protocol, port, endpoint_roles, consumer_roles in DEFAULTS:
         endpoints = tuple(Endpoint(h.name) for role in endpoint_roles
                           for h in topology.hosts_with_role(role))
         consumers = tuple(h.name for h in topology.hosts.values() if h.role in consumer_roles)
         if endpoints:
-            services.append(Service(name, vip, endpoints, consumers))
+            services.append(Service(name, vip, endpoints, consumers, port, protocol))
     return services
 
 
 def load_services(path: str | Path, topology: Topology) -> list[Service]:
-    """Read services from YAML: `services: [{name, vip, endpoints, consumers}]`.
+    """Read services from YAML: `services: [{name, vip, endpoints, consumers, protocol, port}]`.
 
     `endpoints` is a list of host names or `{host: NAME, bias: N}`; `consumers` a list of
-    host names or roles.
+    host names or roles; `protocol` tcp (default) or udp; `port` 1-65535, required except for
+    the default services' names (db: 5432, app: 8080).
     """
     data = yaml.safe_load(Path(path).read_text())
     return parse_services(data, topology, str(path))
@@ -93,8 +108,8 @@ def parse_services(data: Any, topology: Topology, file: str = "<services>") -> l
         if not isinstance(spec, dict):
             fail(where, "must be a mapping")
         for key in spec:
-            if key not in ("name", "vip", "endpoints", "consumers"):
-                fail(f"{where}.{key}", "unknown key (allowed: consumers, endpoints, name, vip)")
+            if key not in SERVICE_KEYS:
+                fail(f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(SERVICE_KEYS))})")
         name = spec.get("name")
         if not isinstance(name, str) or not name:
             fail(f"{where}.name", "is required (a string)")
@@ -114,10 +129,26 @@ def parse_services(data: Any, topology: Topology, file: str = "<services>") -> l
                 consumers += [h.name for h in topology.hosts_with_role(c)]
             else:
                 fail(f"{where}.consumers[{j}]", f"{c!r} is neither a host nor a role")
+        protocol, port = _protocol_port(spec, name, where, fail)
         if any(s.name == name or s.vip == str(vip) for s in services):
             fail(where, f"duplicate service name or vip ({name}, {vip})")
-        services.append(Service(name, str(vip), tuple(endpoints), tuple(dict.fromkeys(consumers))))
+        services.append(Service(name, str(vip), tuple(endpoints), tuple(dict.fromkeys(consumers)),
+                                port, protocol))
     return services
+
+
+def _protocol_port(spec: dict, name: str, where: str, fail) -> tuple[str, int]:
+    default_protocol, default_port = DEFAULT_PORTS.get(name, ("tcp", None))
+    protocol = spec.get("protocol", default_protocol)
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+        fail(f"{where}.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    port = spec.get("port", default_port)
+    if port is None:
+        fail(f"{where}.port", "is required (1-65535) for a service other than "
+                              f"{', '.join(DEFAULT_PORTS)}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        fail(f"{where}.port", f"must be an integer from 1 to 65535, got {port!r}")
+    return protocol, port
 
 
 def _nonempty_list(spec: dict, key: str, where: str, fail) -> list:

@@ -2,12 +2,11 @@
 
 Open vSwitch's userspace datapath and the delay line cost time of their own (about 0.1 ms per
 direction per switch-to-switch hop here, more than an Outpost's whole delay). At bring-up the
-lab holds every link at a small fixed time, measures each link's round trip between the hosts
-at its two ends with ICMP pinned to that link, subtracts the round trip between two hosts on
-one switch (the access part no link can absorb) and the fixed hold, and sets each link's hold
-to its configured delay minus the base it found, never below zero. What could not be removed
-is reported per link. The fixed hold (not zero) hides the delay line's wake-up time, as a real
-hold does.
+lab measures each link's round trip between the hosts at its two ends with ICMP pinned to that
+link, subtracts the round trip between two hosts on one switch (the access part no link can
+absorb) and the link's current hold, and sets each link's hold to its configured delay minus
+the base it found, never below zero; then measures and corrects once more at the new holds.
+What could not be removed is reported per link.
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ from lab.runstate import run_dir
 
 PIN_COOKIE = 0x4C50_0000_0000_0000  # "LP": the lab's pinned probe flows
 PIN_PRIORITY = 1000
-CALIBRATION_HOLD_MS = 0.5
+# Time between two probes (of any pair): light load, so that calibration and verification
+# see the fabric as a light workload does (about 1000 probes a second in all).
+PROBE_GAP_MS = 1.0
 
 
 @dataclass
@@ -87,13 +88,14 @@ def measurable_links(topology) -> list:
             if representative(topology, link.a) and representative(topology, link.b)]
 
 
-def measure_links(lab, links, count: int, warmup: int = 3) -> dict[int, tuple[list[float], int]]:
+def measure_links(lab, links, count: int, warmup: int = 3,
+                  gap_ms: float = PROBE_GAP_MS) -> dict[int, tuple[list[float], int]]:
     """RTT samples per link index, with probes pinned to each link."""
     topo = lab.topology
     pairs = [(str(link.index), representative(topo, link.a), representative(topo, link.b))
              for link in links]
     with pinned(lab, links):
-        result = measure(lab, pairs, count=count, warmup=warmup)
+        result = measure(lab, pairs, count=count, warmup=warmup, gap_ms=gap_ms)
     return {int(key): value for key, value in result.items()}
 
 
@@ -106,28 +108,39 @@ def access_pair(topology) -> tuple[str, str] | None:
     return None
 
 
-def calibrate(lab, samples: int = 30) -> Calibration:
+def calibrate(lab, samples: int = 30, rounds: int = 2) -> Calibration:
+    """Measure each link at its current hold and set hold = delay - base; repeat `rounds` times.
+
+    The first round starts from holds equal to the configured delays; the second measures
+    again at the corrected holds, so each base is taken at the hold the link really runs with
+    (the delay line's wake-up hides behind a hold, and OVS's cost varies a little with load).
+    """
     topo = lab.topology
-    lab.emulation.set_holds({link.index: CALIBRATION_HOLD_MS for link in topo.links})
     pair = access_pair(topo)
     access, access_n = 0.0, 0
     if pair:
-        rtts, _ = measure(lab, [("access", *pair)], count=samples, warmup=5)["access"]
+        rtts, _ = measure(lab, [("access", *pair)], count=samples, warmup=5,
+                          gap_ms=PROBE_GAP_MS)["access"]
         if rtts:
             access, access_n = statistics.median(rtts), len(rtts)
     links = measurable_links(topo)
-    rtts = measure_links(lab, links, count=samples)
-    measured = {i: statistics.median(r) for i, (r, _) in rtts.items() if r}
-    fallback = statistics.median(measured.values()) if measured else 0.0
+    holds = {link.index: link.delay_ms for link in topo.links}
     result = Calibration(access_rtt_ms=round(access, 4), access_n=access_n)
-    for link in topo.links:
-        rtt = measured.get(link.index)
-        base = max(0.0, (rtt - access) / 2 - CALIBRATION_HOLD_MS) if rtt is not None \
-            else max(0.0, (fallback - access) / 2 - CALIBRATION_HOLD_MS)
-        hold = max(0.0, link.delay_ms - base)
-        result.links.append(LinkCalibration(
-            index=link.index, name=link.name, delay_ms=link.delay_ms, base_ms=round(base, 4),
-            hold_ms=round(hold, 4), uncompensated_ms=round(max(0.0, base - link.delay_ms), 4),
-            n=len(rtts.get(link.index, ([], 0))[0]), rtt_p50_ms=round(rtt or 0.0, 4)))
+    for _ in range(rounds):
+        lab.emulation.set_holds(holds)
+        rtts = measure_links(lab, links, count=samples)
+        measured = {i: statistics.median(r) for i, (r, _) in rtts.items() if r}
+        bases = {i: max(0.0, (rtt - access) / 2 - holds[i]) for i, rtt in measured.items()}
+        fallback = statistics.median(bases.values()) if bases else 0.0
+        result.links = []
+        for link in topo.links:
+            base = bases.get(link.index, fallback)
+            holds[link.index] = max(0.0, link.delay_ms - base)
+            result.links.append(LinkCalibration(
+                index=link.index, name=link.name, delay_ms=link.delay_ms,
+                base_ms=round(base, 4), hold_ms=round(holds[link.index], 4),
+                uncompensated_ms=round(max(0.0, base - link.delay_ms), 4),
+                n=len(rtts.get(link.index, ([], 0))[0]),
+                rtt_p50_ms=round(measured.get(link.index, 0.0), 4)))
     (run_dir() / "calibration.json").write_text(json.dumps(result.as_dict(), indent=1))
     return result

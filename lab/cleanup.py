@@ -3,21 +3,23 @@
 Only the lab's own resources are touched, found by its markers: processes whose
 environment carries HCLAB_RUN, OVS bridges whose external_ids carry hclab-run (or that the
 run's state file names), root-namespace interfaces whose names follow the lab's patterns,
-and named namespaces starting with "hclab-". Never `mn -c`.
+named namespaces starting with "hclab-", and the run directory's ovs/ and pg/ folders (the
+per-switch OVS daemons' databases, PostgreSQL's data). Never `mn -c`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 
 from lab.capabilities import run
-from lab.runstate import (BRIDGE_MARKER, RunState, load_state, marked_processes, pid_alive,
-                          remove_state)
+from lab.runstate import (BRIDGE_MARKER, RunState, descendants, load_state, marked_processes,
+                          pid_alive, remove_state, run_dir)
 
 # Switch ports ("hl<site>-eth<N>") and the delay line's veth ends ("hld<N>a"/"hld<N>b").
 LAB_INTERFACE = re.compile(r"^hl[a-z][a-z0-9]{0,6}-eth[0-9]{1,2}$|^hld[0-9]{1,5}[ab]$")
@@ -104,7 +106,10 @@ def delete_interfaces(names: list[str]) -> None:
 def remove_run(run_id: str | None, named_switches: list[str] = ()) -> CleanupReport:
     """Remove one run's resources (run_id) or those of any lab run (None)."""
     report = CleanupReport()
-    report.processes = kill_processes(marked_processes(run_id))
+    marked = marked_processes(run_id)
+    # PostgreSQL rewrites its children's environment (their process titles), so the marker
+    # survives only on the postmaster: its descendants are the lab's too.
+    report.processes = kill_processes(sorted({p for pid in marked for p in [pid, *descendants(pid)]}))
     report.bridges = lab_bridges(list(named_switches))
     if report.bridges:
         run(["ovs-vsctl", "--timeout=20"] + [arg for b in report.bridges
@@ -122,7 +127,25 @@ def remove_run(run_id: str | None, named_switches: list[str] = ()) -> CleanupRep
     for ns in lab_namespaces():
         run(["ip", "netns", "del", ns])
         report.namespaces.append(ns)
+    # Databases, sockets and logs of the per-switch Open vSwitch daemons; PostgreSQL's data
+    # directories, and the shared memory a killed postmaster leaves behind.
+    shutil.rmtree(run_dir() / "ovs", ignore_errors=True)
+    remove_postgres_shared_memory(run_dir() / "pg")
+    shutil.rmtree(run_dir() / "pg", ignore_errors=True)
+    (run_dir() / "openflow.sock").unlink(missing_ok=True)
     return report
+
+
+def remove_postgres_shared_memory(pg_root) -> None:
+    """`ipcrm` the System V segment each postmaster.pid names (line 7: key, id), if unused."""
+    for pidfile in sorted(pg_root.glob("*/postmaster.pid")):
+        lines = pidfile.read_text(errors="replace").splitlines()
+        if len(lines) < 7 or len(lines[6].split()) != 2:
+            continue
+        shm_id = lines[6].split()[1]
+        info = run(["ipcs", "-m", "-i", shm_id]).stdout
+        if "nattch=0" in info.replace(" ", ""):
+            run(["ipcrm", "-m", shm_id])
 
 
 def _existing_interfaces(names) -> set[str]:

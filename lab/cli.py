@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -249,6 +250,21 @@ def _print_rtt_table(pairs) -> None:
     console.print(table)
 
 
+def cmd_bench_db(args) -> int:
+    """Database access paths from every placement to the lab's PostgreSQL."""
+    from measurements.dbbench import run_db_bench
+
+    factory = partial(Lab, controller=args.controller, links=args.links, strategy=args.strategy,
+                      calibrate=not args.no_calibrate)
+    try:
+        result = run_db_bench(args.topology, samples=args.samples, out_dir=args.out,
+                              page_queries=args.page_queries, replica=args.replica,
+                              console=console, lab_factory=factory)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 1 if result.errors else 0
+
+
 # -- argument parsing ---------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", help="write the report here")
     ver.set_defaults(func=cmd_verify)
 
+    bench = sub.add_parser("bench", help="benchmarks inside the lab")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    db = bench_sub.add_parser("db", help="database access paths from every placement to PostgreSQL")
+    lab_options(db)
+    db.add_argument("--samples", type=int, default=200, help="requests per operation and placement")
+    db.add_argument("--out", help="results directory (default: results/db-<time>)")
+    db.add_argument("--page-queries", type=int, default=20, help="queries per ORM page (N)")
+    db.add_argument("--replica", help="host replica reads go to (default: the db-standby host)")
+    db.set_defaults(func=cmd_bench_db)
+
     sub.add_parser("doctor", help="what this machine supports and what the lab will use"
                    ).set_defaults(func=cmd_doctor)
     sub.add_parser("cleanup", help="remove what a killed lab run left (only the lab's own)"
@@ -323,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         print("lab: interrupted; torn down", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-        if isinstance(exc, LabError):
+        from measurements.dbbench import DbBenchError
+        from measurements.postgres import DatabaseError
+
+        if isinstance(exc, (LabError, DbBenchError, DatabaseError)):
             print(f"lab: {exc}", file=sys.stderr)
             return 1
         raise

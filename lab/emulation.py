@@ -85,6 +85,8 @@ class EmulatedLink:
     intf1: str  # switch-side interface at the link's first end
     intf2: str
     params: LinkParams
+    ns1: int | None = None  # a process in intf1's network namespace (None: the root one)
+    ns2: int | None = None
     hold_ms: float = field(init=False)
 
     def __post_init__(self):
@@ -111,12 +113,11 @@ class LinkEmulation:
     def start(self) -> None:
         commands = []
         for link in self.links:
-            if self.backend == "netem":
-                for intf in (link.intf1, link.intf2):
-                    commands += netem_commands(intf, link.params, link.hold_ms)
-            elif link.params.rate_mbit:
-                for intf in (link.intf1, link.intf2):
-                    commands += htb_commands(intf, link.params.rate_mbit)
+            for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2)):
+                if self.backend == "netem":
+                    commands += [(ns, c) for c in netem_commands(intf, link.params, link.hold_ms)]
+                elif link.params.rate_mbit:
+                    commands += [(ns, c) for c in htb_commands(intf, link.params.rate_mbit)]
         _run_tc(commands)
         if self.backend == "userspace" and self.links:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -133,8 +134,9 @@ class LinkEmulation:
             if link.index in holds:
                 link.hold_ms = max(0.0, holds[link.index])
         if self.backend == "netem":
-            _run_tc([cmd for link in self.links for intf in (link.intf1, link.intf2)
-                     for cmd in netem_commands(intf, link.params, link.hold_ms)[-1:]])
+            _run_tc([(ns, netem_commands(intf, link.params, link.hold_ms)[-1])
+                     for link in self.links
+                     for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2))])
         elif self.process is not None:
             delayline.write_config(self.config_path, self._specs())
             delayline.reload(self.process, self.stats_path)
@@ -162,12 +164,15 @@ class LinkEmulation:
         return specs
 
 
-def _run_tc(commands: list[list[str]]) -> None:
-    """All tc commands in one `tc -batch`; the first failure is an EmulationError."""
-    if not commands:
-        return
-    result = subprocess.run(["tc", "-batch", "-"], input="".join(
-        " ".join(cmd[1:]) + "\n" for cmd in commands), capture_output=True, text=True,
-        timeout=60, env=dict(os.environ, LC_ALL="C"))
-    if result.returncode != 0:
-        raise EmulationError(f"tc failed: {result.stderr.strip().splitlines()[0]}")
+def _run_tc(commands: list[tuple[int | None, list[str]]]) -> None:
+    """tc commands, one `tc -batch` per network namespace (given by a process in it)."""
+    by_ns: dict[int | None, list[list[str]]] = {}
+    for ns, cmd in commands:
+        by_ns.setdefault(ns, []).append(cmd)
+    for ns, cmds in by_ns.items():
+        prefix = [] if ns is None else ["mnexec", "-a", str(ns)]
+        result = subprocess.run(prefix + ["tc", "-batch", "-"], input="".join(
+            " ".join(cmd[1:]) + "\n" for cmd in cmds), capture_output=True, text=True,
+            timeout=60, env=dict(os.environ, LC_ALL="C"))
+        if result.returncode != 0:
+            raise EmulationError(f"tc failed: {result.stderr.strip().splitlines()[0]}")

@@ -116,10 +116,11 @@ class LabLink(Link):
             return Link.makeIntfPair(intfname1, intfname2, addr1, addr2, node1, node2,
                                      deleteIntfs=deleteIntfs)
         a, b = self.delay_line_ends
-        # Both ends are switches in the root namespace. The delay line's ends carry no
-        # addresses and no IPv6, so the kernel never sends anything into the link itself.
-        commands = (f"link add name {intfname1} type veth peer name {a}\n"
-                    f"link add name {b} type veth peer name {intfname2}\n"
+        # The delay line's ends stay in the root namespace, where the delay line runs; the
+        # switch ports go to their switch's namespace (if it has one). The delay line's ends
+        # carry no addresses and no IPv6, so the kernel sends nothing into the link itself.
+        commands = (f"link add name {a} type veth peer name {intfname1}{_netns(node1)}\n"
+                    f"link add name {b} type veth peer name {intfname2}{_netns(node2)}\n"
                     f"link set dev {a} up\nlink set dev {b} up\n")
         result = subprocess.run(["ip", "-batch", "-"], input=commands, capture_output=True,
                                 text=True, timeout=30)
@@ -129,3 +130,8 @@ class LabLink(Link):
         subprocess.run(["sysctl", "-qw"] + [f"net.ipv6.conf.{n}.disable_ipv6=1" for n in (a, b)],
                        capture_output=True, timeout=10)
         return None
+
+
+def _netns(node) -> str:
+    """`ip link add ... peer` suffix putting the peer into the node's namespace."""
+    return f" netns {node.pid}" if node is not None and node.inNamespace else ""

@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from mininet.log import setLogLevel
 from mininet.net import Mininet
@@ -26,6 +27,7 @@ from lab import cleanup
 from lab.capabilities import Capabilities, detect, run
 from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend
 from lab.links import LabLink
+from lab.nsswitch import NamespacedOVSSwitch
 from lab.runstate import (PROCESS_MARKER, RunState, load_state, new_run_id, process_start,
                           remove_state, run_dir)
 from lab.signals import signals_held
@@ -40,8 +42,16 @@ class LabError(RuntimeError):
     """The lab could not be brought up or used; the message says why and what to do."""
 
 
+def _netns_pid(node) -> int | None:
+    """A process in the node's network namespace, or None for the root namespace."""
+    return node.pid if node.inNamespace else None
+
+
 class LabSwitch(OVSSwitch):
-    """An OVS bridge tagged with the run id, so `lab cleanup` can find it after a crash."""
+    """A system-OVS bridge tagged with the run id, so `lab cleanup` can find it after a crash.
+
+    Used with the kernel datapath; with the userspace datapath see lab.nsswitch.
+    """
 
     def __init__(self, name, run_id: str = "", **params):
         self.run_id = run_id
@@ -98,6 +108,7 @@ class Lab:
         self.net: Mininet | None = None
         self.state: RunState | None = None
         self.controller: ControllerProcess | None = None
+        self.relay: subprocess.Popen | None = None  # unix socket -> controller, for namespaced switches
         self.emulation: LinkEmulation | None = None
         self.calibration = None  # lab.calibration.Calibration once measured
         self.timing = Timing()
@@ -141,13 +152,20 @@ class Lab:
                     rest_port=self.rest_port, log_path=run_dir() / "controller.log")
             except ControllerError as exc:
                 raise LabError(f"the controller did not start: {exc}") from None
-        switch = partial(LabSwitch, run_id=self.state.run_id, datapath=self.caps.datapath,
-                         failMode="secure", batch=True)
+        if self.caps.datapath == "user":
+            socket_path = None
+            if self.controller_kind in ("builtin", "remote"):
+                socket_path = self._start_relay()
+            switch = partial(NamespacedOVSSwitch, ovs_dir=run_dir() / "ovs",
+                             controller_socket=socket_path)
+        else:
+            switch = partial(LabSwitch, run_id=self.state.run_id, datapath="kernel",
+                             failMode="secure", batch=True)
         link = partial(LabLink, delay_line=self.backend == "userspace")
         self.net = Mininet(topo=HybridTopo(self.topology), switch=switch, link=link,
                            controller=None, build=False, autoSetMacs=False,
                            autoStaticArp=False, waitConnected=False)
-        if self.controller_kind in ("builtin", "remote"):
+        if self.controller_kind in ("builtin", "remote") and self.caps.datapath != "user":
             self.net.addController(RemoteController("hlc0", ip=self.controller_host,
                                                     port=self.ofp_port))
         self.net.build()
@@ -176,6 +194,21 @@ class Lab:
             self.emulation.set_holds(self.calibration.holds)
             self.timing.calibration_s = time.monotonic() - t0
 
+    def _start_relay(self) -> Path:
+        """A Unix socket that switches in their own namespaces reach the controller through."""
+        path = run_dir() / "openflow.sock"
+        path.unlink(missing_ok=True)
+        self.relay = subprocess.Popen(
+            ["socat", f"UNIX-LISTEN:{path},fork,mode=600",
+             f"TCP:{self.controller_host}:{self.ofp_port},nodelay"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not path.exists():
+            if self.relay.poll() is not None or time.monotonic() > deadline:
+                raise LabError("the OpenFlow relay (socat) did not start")
+            time.sleep(0.01)
+        return path
+
     def _emulated_links(self) -> list[EmulatedLink]:
         topo = self.topology
         links = []
@@ -186,7 +219,8 @@ class Lab:
                 index=link.index, name=link.name,
                 intf1=f"{a.switch}-eth{topo.port_to(link.a, link.b)}",
                 intf2=f"{b.switch}-eth{topo.port_to(link.b, link.a)}",
-                params=mn_link.emulation))
+                params=mn_link.emulation, ns1=_netns_pid(mn_link.intf1.node),
+                ns2=_netns_pid(mn_link.intf2.node)))
         return links
 
     def stop(self) -> None:
@@ -197,29 +231,34 @@ class Lab:
         with signals_held():
             for part, stop in (("link emulation", self.emulation and self.emulation.stop),
                                ("controller", self.controller and self.controller.stop),
+                               ("relay", self.relay and self.relay.kill),
                                ("network", self.net and self._stop_network)):
                 if stop:
                     try:
                         stop()
                     except Exception as exc:  # the sweep below still removes what is left
                         self.log(f"warning: stopping the {part} failed ({exc}); sweeping")
-            self.emulation = self.controller = self.net = None
+            if self.relay is not None:
+                self.relay.wait(timeout=5)
+            self.emulation = self.controller = self.relay = self.net = None
             cleanup.remove_run(self.state.run_id, self.state.switches)
             remove_state()
             self.state = None
         self.timing.teardown_s = time.monotonic() - t0
 
     def _stop_network(self) -> None:
-        """Faster than Mininet's stop(): bridges in one OVS transaction, then the shells.
+        """Faster than Mininet's stop(): bridges at once, then the shells.
 
-        Killing a host's shell removes its namespace and with it the host's veth pair; the
-        switch-to-switch veths that remain are removed in one `ip -batch` by the sweep.
+        Namespaced switches go with their daemons and their namespace; system-OVS bridges
+        are deleted in one OVS transaction. Killing a node's shell removes its namespace and
+        the veths in it; root-namespace veths that remain are removed by the sweep.
         """
-        bridges = [s.name for s in self.net.switches]
+        namespaced = [s for s in self.net.switches if isinstance(s, NamespacedOVSSwitch)]
+        cleanup.kill_processes([pid for s in namespaced for pid in s.daemon_pids()], grace=0)
+        bridges = [s.name for s in self.net.switches if s not in namespaced]
         if bridges:
             run(["ovs-vsctl", "--timeout=20", "--no-wait"]
-                        + [a for b in bridges for a in ("--", "--if-exists", "del-br", b)],
-                        timeout=30)
+                + [a for b in bridges for a in ("--", "--if-exists", "del-br", b)], timeout=30)
         nodes = self.net.hosts + self.net.switches
         for node in nodes:
             node.terminate()
@@ -228,15 +267,17 @@ class Lab:
                 node.shell.wait(timeout=5)
 
     def _configure_interfaces(self) -> None:
-        """Switch ports up in one batch; host interfaces with checksum offload off.
+        """Root-namespace switch ports up in one batch; hosts' checksum offload off.
 
         OVS's userspace datapath forwards frames whose TCP/UDP checksum was left to offload
         without filling it in, so TCP never connects while ping works; hosts must compute
-        their checksums themselves. Frames OVS sends are already complete.
+        their checksums themselves. Frames OVS sends are already complete. (Namespaced
+        switches bring their own ports up when they start.)
         """
-        ports = [intf.name for sw in self.net.switches for intf in sw.intfList()
-                 if intf.name != "lo"]
-        run(["ip", "-batch", "-"], input="".join(f"link set dev {p} up\n" for p in ports))
+        ports = [intf.name for sw in self.net.switches if not sw.inNamespace
+                 for intf in sw.intfList() if intf.name != "lo"]
+        if ports:
+            run(["ip", "-batch", "-"], input="".join(f"link set dev {p} up\n" for p in ports))
         offload = "off" if self.caps.datapath == "user" else "on"
         for host in self.net.hosts:
             intf = host.defaultIntf()
@@ -268,12 +309,18 @@ class Lab:
         self.ofctl("add-flows", {switch: [render_ofctl(f) for f in flows] for switch, flows
                                  in static_flows(self.topology, self.strategy).items()})
 
+    def ofctl_target(self, switch: str) -> str:
+        """What ovs-ofctl needs to reach a switch (its name, or its own daemon's socket)."""
+        node = self.net.get(switch)
+        return node.ofctl_target if isinstance(node, NamespacedOVSSwitch) else switch
+
     def ofctl(self, command: str, flows: dict[str, list[str]]) -> None:
         """`ovs-ofctl COMMAND SWITCH -` for every switch at once (each waits on its switch)."""
         procs = {}
         for switch, lines in flows.items():
-            proc = subprocess.Popen(["ovs-ofctl", "-O", "OpenFlow13", command, switch, "-"],
-                                    stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                ["ovs-ofctl", "-O", "OpenFlow13", command, self.ofctl_target(switch), "-"],
+                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             proc.stdin.write("".join(line + "\n" for line in lines))
             proc.stdin.close()
             procs[switch] = proc

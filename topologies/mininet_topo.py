@@ -44,4 +44,5 @@ class HybridTopo(Topo):
         for link in topology.links:
             a, b = topology.sites[link.a], topology.sites[link.b]
             self.addLink(a.switch, b.switch, port1=topology.port_to(link.a, link.b),
-                         port2=topology.port_to(link.b, link.a), **link_params(link))
+                         port2=topology.port_to(link.b, link.a), link_index=link.index,
+                         **link_params(link))

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from lab import cleanup
-from lab.runstate import load_state, marked_processes
+from lab.runstate import load_state, marked_processes, run_dir
 from topologies.model import load
 from tests.helpers import DEFAULT_TOPOLOGY
 
@@ -21,7 +21,14 @@ def lab_leftovers() -> dict:
         "processes": marked_processes(),
         "mininet_shells": mininet_shells(),
         "state": load_state() is not None,
+        "switch_dirs": (run_dir() / "ovs").exists(),
     }
+
+
+def lab_running() -> bool:
+    """A lab owns the machine: its state file names a live process and it has switches."""
+    state = load_state()
+    return bool(state and state.owner_alive() and marked_processes(state.run_id))
 
 
 def mininet_shells() -> list[int]:
@@ -40,7 +47,7 @@ def mininet_shells() -> list[int]:
 
 
 NOTHING = {"interfaces": [], "bridges": [], "namespaces": [], "processes": [],
-           "mininet_shells": [], "state": False}
+           "mininet_shells": [], "state": False, "switch_dirs": False}
 
 
 @pytest.fixture(scope="module", autouse=True)

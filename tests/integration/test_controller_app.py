@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -187,18 +188,65 @@ def test_hosts_ping_through_installed_flows(lab):
     assert net.ping("h2", "10.43.0.1").returncode == 0
 
 
+SERVER = """
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 5432))
+srv.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = srv.accept()
+    conn.sendall(sys.argv[1].encode())
+    conn.close()
+"""
+CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 5432), timeout=3)
+print(s.getpeername()[0], s.recv(64).decode())
+"""
+
+
+def tcp_servers(hosts):
+    """A name-telling TCP server on port 5432 in each host's namespace; stop them with .kill()."""
+    procs = []
+    for host in hosts:
+        proc = subprocess.Popen(["ip", "netns", "exec", f"hct-{host}", sys.executable, "-c", SERVER, host],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        procs.append(proc)
+    return procs
+
+
+def tcp_ask(src: str, dst_ip: str) -> str:
+    """Connect from `src` to dst_ip:5432: '<peer address> <server name>'."""
+    return run("ip", "netns", "exec", f"hct-{src}", sys.executable, "-c", CLIENT, dst_ip).stdout.strip()
+
+
 def test_service_address_is_rewritten_to_the_chosen_endpoint(lab):
     net, ctl = lab
-    result = net.ping("h1", "10.0.0.10")
-    assert result.returncode == 0 and "from 10.0.0.10" in result.stdout
-    assert ctl.get("endpoints")["services"][0]["choices"]["h1"] == "h3"  # the nearer standby
+    servers = tcp_servers(["h2", "h3"])
     try:
+        assert ctl.get("endpoints")["services"][0]["choices"]["h1"] == "h3"  # the nearer standby
+        assert tcp_ask("h1", "10.0.0.10") == "10.0.0.10 h3"
         ctl.set_strategy("primary-standby")
         assert ctl.get("endpoints")["services"][0]["choices"]["h1"] == "h2"
-        result = net.ping("h1", "10.0.0.10")
-        assert result.returncode == 0 and "from 10.0.0.10" in result.stdout, result.stdout
+        assert tcp_ask("h1", "10.0.0.10") == "10.0.0.10 h2"
     finally:
         ctl.set_strategy("latency")
+        for proc in servers:
+            proc.kill()
+            proc.wait()
+
+
+def test_only_the_service_port_is_rewritten(lab):
+    """ICMP between a consumer and its chosen endpoint keeps its real addresses (it used to
+    come back from the VIP), and the VIP answers nothing but its port."""
+    net, ctl = lab
+    direct = net.ping("h1", "10.43.0.1", count=3)
+    assert direct.returncode == 0 and "from 10.43.0.1" in direct.stdout, direct.stdout
+    assert "10.0.0.10" not in direct.stdout
+    assert net.ping("h1", "10.0.0.10", count=2).returncode != 0
 
 
 def test_put_strategy_changes_flows(lab):

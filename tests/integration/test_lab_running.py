@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -54,6 +55,17 @@ def test_hosts_get_their_model_addresses(running_lab):
 
 
 def test_switches_use_the_detected_datapath(running_lab):
-    kind = subprocess.run(["ovs-vsctl", "get", "bridge", "hldc1", "datapath_type"],
-                          capture_output=True, text=True).stdout.strip()
-    assert kind == ("netdev" if running_lab.caps.datapath == "user" else '""' if kind == '""' else "system")
+    switch = running_lab.net.get("hldc1")
+    if running_lab.caps.datapath == "user":
+        # One OVS per site, in the site's own namespace (see lab/nsswitch.py).
+        kind = subprocess.run(["ovs-vsctl", f"--db={switch.db}", "get", "bridge", "hldc1",
+                               "datapath_type"], capture_output=True, text=True).stdout.strip()
+        assert kind == "netdev"
+        daemons = switch.daemon_pids()
+        assert len(daemons) == 2
+        assert all(os.readlink(f"/proc/{pid}/ns/net") == os.readlink(f"/proc/{switch.pid}/ns/net")
+                   != os.readlink("/proc/self/ns/net") for pid in daemons)
+    else:
+        kind = subprocess.run(["ovs-vsctl", "get", "bridge", "hldc1", "datapath_type"],
+                              capture_output=True, text=True).stdout.strip()
+        assert kind in ('""', "system")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controllers.flowsim import ip_packet, send
+from controllers.flowsim import icmp_packet, l4_packet, send
 from controllers.planner import plan
 from controllers.routing import NetworkState, link_id
 from controllers.services import (
@@ -70,16 +70,60 @@ def test_primary_while_reachable_else_standby(topo):
     assert choice(topo, services, "fixed", "svlz2a", cut).host == "pg1"
 
 
-def test_vip_is_rewritten_to_the_endpoint_and_back(topo):
+def primary_standby_flows(topo):
     services = default_services(topo)
-    flows = plan(topo, services, get_strategy("primary-standby"), NetworkState(), 0.0).flows
+    return services, plan(topo, services, get_strategy("primary-standby"), NetworkState(), 0.0).flows
+
+
+def test_vip_port_is_rewritten_to_the_endpoint_and_back(topo):
+    services, flows = primary_standby_flows(topo)
     db = services[0]
-    there = send(topo, flows, "svlz2a", ip_packet(topo, "svlz2a", db.vip, db.mac))
-    assert there.delivered_to == "pg1" and there.packet["ipv4_dst"] == topo.hosts["pg1"].ip
+    assert (db.protocol, db.port) == ("tcp", 5432)
+    there = send(topo, flows, "svlz2a", l4_packet(topo, "svlz2a", db.vip, db.mac, 40000, 5432))
+    assert there.delivered_to == "pg1"
+    assert (there.packet["ipv4_dst"], there.packet["tcp_dst"]) == (topo.hosts["pg1"].ip, 5432)
     pg1, client = topo.hosts["pg1"], topo.hosts["svlz2a"]
-    back = send(topo, flows, "pg1", ip_packet(topo, "pg1", client.ip, client.mac))
+    back = send(topo, flows, "pg1", l4_packet(topo, "pg1", client.ip, client.mac, 5432, 40000))
     assert back.delivered_to == "svlz2a"
     assert (back.packet["ipv4_src"], back.packet["eth_src"]) == (db.vip, db.mac)
+
+
+def test_icmp_between_an_endpoint_and_a_consumer_is_not_rewritten(topo):
+    """The bug this fixes: every packet from pg1 to a consumer used to come from the VIP."""
+    _, flows = primary_standby_flows(topo)
+    pg1, consumer = topo.hosts["pg1"], topo.hosts["svop1a"]
+    ping = send(topo, flows, "svop1a", icmp_packet(topo, "svop1a", pg1.ip, pg1.mac))
+    assert ping.delivered_to == "pg1" and ping.packet["ipv4_dst"] == pg1.ip
+    pong = send(topo, flows, "pg1", icmp_packet(topo, "pg1", consumer.ip, consumer.mac))
+    assert pong.delivered_to == "svop1a"
+    assert (pong.packet["ipv4_src"], pong.packet["eth_src"]) == (pg1.ip, pg1.mac)
+
+
+def test_other_ports_and_protocols_are_not_rewritten(topo):
+    services, flows = primary_standby_flows(topo)
+    db = services[0]
+    pg1, consumer = topo.hosts["pg1"], topo.hosts["svop1a"]
+    # From the endpoint, another TCP port or UDP from 5432: untouched.
+    for packet in (l4_packet(topo, "pg1", consumer.ip, consumer.mac, 22, 40000),
+                   l4_packet(topo, "pg1", consumer.ip, consumer.mac, 5432, 40000, "udp")):
+        trace = send(topo, flows, "pg1", packet)
+        assert trace.delivered_to == "svop1a" and trace.packet["ipv4_src"] == pg1.ip
+    # To the VIP on another port, or with ICMP: the VIP serves nothing there (dropped).
+    for packet in (l4_packet(topo, "svop1a", db.vip, db.mac, 40000, 22),
+                   icmp_packet(topo, "svop1a", db.vip, db.mac)):
+        assert send(topo, flows, "svop1a", packet).delivered_to is None
+
+
+def test_service_protocol_and_port_from_yaml(topo):
+    app, = parse_services({"services": [{"name": "app", "vip": "10.0.0.20", "consumers": ["client"],
+                                         "endpoints": ["mono1"]}]}, topo)
+    assert (app.protocol, app.port) == ("tcp", 8080)  # the documented default for "app"
+    dns, = parse_services({"services": [{"name": "dns", "vip": "10.0.0.53", "consumers": ["client"],
+                                         "endpoints": ["mono1"], "protocol": "udp", "port": 53}]}, topo)
+    assert (dns.protocol, dns.port, dns.ip_proto) == ("udp", 53, 17)
+    flows = plan(topo, [dns], get_strategy("latency"), NetworkState(), 0.0).flows
+    trace = send(topo, flows, "cbos", l4_packet(topo, "cbos", dns.vip, dns.mac, 40000, 53, "udp"))
+    assert trace.delivered_to == "mono1"
 
 
 def test_lowest_latency_and_fewest_hops_endpoints(topo):
@@ -97,7 +141,16 @@ def test_bad_service_definitions_name_the_field(topo):
                                       "endpoints": ["pg1"]}]}, topo)
     with pytest.raises(ServiceError, match="unknown key"):
         parse_services({"services": [{"name": "x", "vip": "10.0.0.5", "consumers": ["client"],
-                                      "endpoints": ["pg1"], "port": 5432}]}, topo)
+                                      "endpoints": ["pg1"], "prot": "tcp", "port": 5432}]}, topo)
+    with pytest.raises(ServiceError, match=r"services\[0\]\.port: is required"):
+        parse_services({"services": [{"name": "x", "vip": "10.0.0.5", "consumers": ["client"],
+                                      "endpoints": ["pg1"]}]}, topo)
+    with pytest.raises(ServiceError, match=r"services\[0\]\.port: must be an integer"):
+        parse_services({"services": [{"name": "db", "vip": "10.0.0.5", "consumers": ["client"],
+                                      "endpoints": ["pg1"], "port": 70000}]}, topo)
+    with pytest.raises(ServiceError, match=r"services\[0\]\.protocol"):
+        parse_services({"services": [{"name": "db", "vip": "10.0.0.5", "consumers": ["client"],
+                                      "endpoints": ["pg1"], "protocol": "sctp"}]}, topo)
 
 
 def test_unknown_strategy_is_rejected():

@@ -1,0 +1,243 @@
+"""The database workload, run inside a lab host: times each request and writes raw samples.
+
+    python -m measurements.dbbench_worker CONFIG.json
+
+Started by measurements/dbbench.py with `host.popen`, so its connections leave from the
+host's own address over the lab's network. The password comes in PGPASSWORD. Output: one
+JSON object per line in the config's `out` file, flushed as it goes (the parent follows it
+for progress):
+
+    {"type": "sample", "operation": "read", "start": <unix time>, "latency_ms": 0.41, "ok": true}
+    {"type": "phase", "operation": "write", "start": <unix time>, "end": <unix time>}
+    {"type": "lag", "commit": <unix time>, "seen": <unix time>, "lag_ms": 1.2, "resolution_ms": 0.6}
+    {"type": "ready"}  (lag mode: connected, watching)
+    {"type": "done"}
+
+Modes: `workload` runs the operations in turn (warm-up first, not recorded); `lag` runs on
+the standby's host until SIGTERM and reports, for each transaction it sees replayed, the
+time from its commit on the primary to its replay on the standby (the same clock: all hosts
+share the machine's), half-way between the two polls that bracket the replay. It polls
+every millisecond only while a flag file exists (each workload's write phase creates one in
+`lag_flags`), so it does not load the machine otherwise. Writes replayed together count once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+OPERATIONS = ("connect", "read", "page", "write", "replica_read")
+LAG_FAST_POLL_S = 0.001
+LAG_IDLE_POLL_S = 0.02
+LAG_DRAIN_S = 0.3  # the write phase's flag stays this long after the last commit
+
+
+class Stop(Exception):
+    """SIGTERM: finish the current line and exit."""
+
+
+def connect(target: dict) -> psycopg.Connection:
+    """A connection as a plain client makes it: TCP, startup, SCRAM; no TLS, no prepares."""
+    return psycopg.connect(host=target["host"], port=target["port"], dbname=target["dbname"],
+                           user=target["user"], sslmode="disable", gssencmode="disable",
+                           connect_timeout=10, autocommit=True, prepare_threshold=None)
+
+
+class Workload:
+    """The operations of one placement, each checking that it got the right rows back."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.rng = random.Random(config.get("seed", 1))
+        self.patients = config["patients"]
+        self.page_queries = config["page_queries"]
+        self.primary = connect(config["primary"])
+        self.replica = connect(config["replica"]) if config.get("replica") else None
+
+    def close(self) -> None:
+        for conn in (self.primary, self.replica):
+            if conn is not None:
+                conn.close()
+
+    def reconnect_broken(self) -> None:
+        """After a failed request, replace a connection the failure broke."""
+        if self.primary.broken or self.primary.closed:
+            self.primary = connect(self.config["primary"])
+        if self.replica is not None and (self.replica.broken or self.replica.closed):
+            self.replica = connect(self.config["replica"])
+
+    def connect(self) -> bool:
+        conn = connect(self.config["primary"])
+        ok = conn.info.status == psycopg.pq.ConnStatus.OK
+        conn.close()
+        return ok
+
+    def _read(self, conn) -> bool:
+        pid = self.rng.randint(1, self.patients)
+        row = conn.execute("SELECT patient_id, mrn, name, birth_date FROM patients "
+                           "WHERE patient_id = %s", (pid,)).fetchone()
+        return row is not None and row[0] == pid and row[2] == f"patient {pid}"
+
+    def read(self) -> bool:
+        return self._read(self.primary)
+
+    def replica_read(self) -> bool:
+        return self._read(self.replica)
+
+    def page(self) -> bool:
+        """One screen of a legacy ORM: the patient, the list, then one query per object.
+
+        Exactly `page_queries` sequential statements: the patient by id, the ids of their
+        appointments, then alternately an appointment and its claim, cycling through the
+        appointments until the count is reached (the N+1 pattern).
+        """
+        conn, n = self.primary, self.page_queries
+        pid = self.rng.randint(1, self.patients)
+        row = conn.execute("SELECT patient_id, name FROM patients WHERE patient_id = %s",
+                           (pid,)).fetchone()
+        ok = row is not None and row[0] == pid
+        if n == 1:
+            return ok
+        ids = [r[0] for r in conn.execute(
+            "SELECT appointment_id FROM appointments WHERE patient_id = %s "
+            "ORDER BY scheduled_at LIMIT %s", (pid, max(1, (n - 1) // 2)))]
+        issued, i = 2, 0
+        while issued < n and ids:
+            aid = ids[i % len(ids)]
+            appt = conn.execute("SELECT appointment_id, patient_id, scheduled_at, status "
+                                "FROM appointments WHERE appointment_id = %s", (aid,)).fetchone()
+            ok = ok and appt is not None and appt[1] == pid
+            issued += 1
+            if issued < n:
+                conn.execute("SELECT claim_id, amount, status FROM claims "
+                             "WHERE appointment_id = %s", (aid,)).fetchall()
+                issued += 1
+            i += 1
+        while issued < n:  # a patient without appointments: re-read the patient
+            conn.execute("SELECT patient_id, name FROM patients WHERE patient_id = %s",
+                         (pid,)).fetchone()
+            issued += 1
+        return ok
+
+    def write(self) -> bool:
+        """A write transaction on the primary: a new appointment and its claim."""
+        pid = self.rng.randint(1, self.patients)
+        with self.primary.transaction():
+            aid = self.primary.execute(
+                "INSERT INTO appointments (patient_id, scheduled_at, status) "
+                "VALUES (%s, now(), 'booked') RETURNING appointment_id", (pid,)).fetchone()[0]
+            cid = self.primary.execute(
+                "INSERT INTO claims (appointment_id, amount, status, submitted_at) "
+                "VALUES (%s, 42.00, 'submitted', now()) RETURNING claim_id", (aid,)).fetchone()
+        return aid is not None and cid is not None
+
+
+def run_workload(config: dict, out) -> None:
+    work = Workload(config)
+    flag = Path(config["lag_flag"]) if config.get("lag_flag") else None
+    try:
+        for op in config["operations"]:
+            if op == "replica_read" and work.replica is None:
+                continue
+            step = getattr(work, op)
+            for _ in range(config.get("warmup", 0)):
+                step()
+            if op == "write" and flag is not None:
+                flag.touch()
+            phase_start = time.time()
+            for _ in range(config["samples"]):
+                start = time.time()
+                t0 = time.perf_counter()
+                error = None
+                try:
+                    ok = step()
+                except psycopg.Error as exc:
+                    ok, error = False, str(exc).strip().splitlines()[0][:200]
+                    work.reconnect_broken()
+                latency = (time.perf_counter() - t0) * 1000
+                record = {"type": "sample", "operation": op, "start": round(start, 6),
+                          "latency_ms": round(latency, 4), "ok": bool(ok)}
+                if error:
+                    record["error"] = error
+                write_line(out, record)
+            if op == "write":
+                write_line(out, {"type": "phase", "operation": op, "start": phase_start,
+                                 "end": time.time()})
+                if flag is not None:
+                    time.sleep(LAG_DRAIN_S)
+                    flag.unlink(missing_ok=True)
+    finally:
+        if flag is not None:
+            flag.unlink(missing_ok=True)
+        work.close()
+
+
+def run_lag(config: dict, out) -> None:
+    """Report commit-to-replay time of every transaction seen replayed, until SIGTERM."""
+    flags, prefix = Path(config["lag_flags"]), config["lag_flag_prefix"]
+    conn = connect(config["replica"])
+    query = "SELECT extract(epoch FROM pg_last_xact_replay_timestamp())::float8"
+    last = conn.execute(query).fetchone()[0]
+    before = time.time()
+    write_line(out, {"type": "ready"})
+    try:
+        while True:
+            if not any(flags.glob(prefix + "*")):
+                time.sleep(LAG_IDLE_POLL_S)
+                last = conn.execute(query).fetchone()[0]
+                before = time.time()
+                continue
+            sent = time.time()
+            commit = conn.execute(query).fetchone()[0]
+            seen = time.time()
+            if commit is not None and commit != last:
+                # Replayed after the previous poll was sent and before this one returned.
+                low = max(before, commit)
+                write_line(out, {"type": "lag", "commit": commit, "seen": seen,
+                                 "lag_ms": round(((low + seen) / 2 - commit) * 1000, 4),
+                                 "resolution_ms": round((seen - low) / 2 * 1000, 4)})
+                last = commit
+            before = sent
+            time.sleep(LAG_FAST_POLL_S)
+    except Stop:
+        pass
+    finally:
+        conn.close()
+
+
+def write_line(out, record: dict) -> None:
+    out.write(json.dumps(record) + "\n")
+    out.flush()
+
+
+def _stop(_signum, _frame):
+    raise Stop()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m measurements.dbbench_worker CONFIG.json", file=sys.stderr)
+        return 2
+    config = json.loads(Path(argv[0]).read_text())
+    signal.signal(signal.SIGTERM, _stop)
+    with open(config["out"], "a") as out:
+        try:
+            if config.get("mode", "workload") == "lag":
+                run_lag(config, out)
+            else:
+                run_workload(config, out)
+        except Stop:
+            return 1
+        write_line(out, {"type": "done", "pid": os.getpid()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
