@@ -265,6 +265,17 @@ def cmd_bench_db(args) -> int:
     return 1 if result.errors else 0
 
 
+def cmd_controller(args) -> int:
+    """Run the os-ken controller in the foreground until Ctrl-C or SIGTERM."""
+    from controllers.launcher import main as run_controller
+
+    argv = ["--topology", args.topology, "--strategy", args.strategy,
+            "--ofp-port", str(args.ofp_port), "--rest-port", str(args.rest_port)]
+    if args.services:
+        argv += ["--services", args.services]
+    return run_controller(argv)
+
+
 # -- argument parsing ---------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--page-queries", type=int, default=20, help="queries per ORM page (N)")
     db.add_argument("--replica", help="host replica reads go to (default: the db-standby host)")
     db.set_defaults(func=cmd_bench_db)
+
+    ctl = sub.add_parser("controller", help="run the os-ken controller in the foreground "
+                         "(attach a lab with `lab up --controller tcp:127.0.0.1:PORT`)")
+    ctl.add_argument("--topology", default=str(DEFAULT_TOPOLOGY),
+                     help="topology file (default: %(default)s)")
+    ctl.add_argument("--strategy", default="latency", choices=sorted(STRATEGIES),
+                     help="routing strategy (default: %(default)s)")
+    ctl.add_argument("--ofp-port", type=int, default=6653,
+                     help="OpenFlow port on 127.0.0.1 (default: %(default)s)")
+    ctl.add_argument("--rest-port", type=int, default=8080,
+                     help="REST API port on 127.0.0.1, 0 disables it (default: %(default)s)")
+    ctl.add_argument("--services", help="services YAML (default: from host roles; "
+                     "db TCP 5432, app TCP 8080)")
+    ctl.set_defaults(func=cmd_controller)
 
     sub.add_parser("doctor", help="what this machine supports and what the lab will use"
                    ).set_defaults(func=cmd_doctor)

@@ -15,8 +15,11 @@ emulated link: switch A's port <-> hld<N>a ... hld<N>b <-> switch B's port.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,11 +144,22 @@ class LinkEmulation:
             delayline.write_config(self.config_path, self._specs())
             delayline.reload(self.process, self.stats_path)
 
+    def set_loss(self, indices, loss_pct: float) -> None:
+        """Drop `loss_pct` % of the frames of these links, both ways (100: a silent cut).
+
+        No port goes down: to the switches and the controller the link looks alive.
+        """
+        for link in self.links:
+            if link.index in indices:
+                link.params = dataclasses.replace(link.params, loss_pct=loss_pct)
+        self.set_holds({})
+
     def stats(self) -> dict:
         """Per-link counters of the delay line (empty for netem)."""
         if self.process is None:
             return {}
-        self.process.send_signal(10)  # SIGUSR1: write the counters now
+        self.process.send_signal(signal.SIGUSR1)  # write the counters now
+        time.sleep(0.05)
         return delayline.read_stats(self.stats_path)
 
     def stop(self) -> None:
