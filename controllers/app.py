@@ -179,7 +179,7 @@ class HybridLabApp(app_manager.OSKenApp):
             dp = self.datapaths.get(change.dpid)
             if dp is None:
                 continue
-            ofp, parser = dp.ofproto, dp.ofproto_parser
+            ofp = dp.ofproto
             for entry in change.add:
                 dp.send_msg(self._flow_mod(dp, entry, ofp.OFPFC_ADD))
             for entry in change.delete:

@@ -127,7 +127,7 @@ class LinkEmulation:
             delayline.write_config(self.config_path, self._specs())
             try:
                 self.process = delayline.start(self.config_path, self.stats_path,
-                                               self.workdir / "delayline.ready")
+                                               self.workdir / "delayline.ready", timeout=30)
             except delayline.DelayLineError as exc:
                 raise EmulationError(str(exc)) from None
 

@@ -74,6 +74,7 @@ def verify(lab, samples: int = 50, tolerance: Tolerance | None = None) -> dict:
         "max_abs_path_error_ms": round(max(errors), 4) if errors else None,
         "median_abs_path_error_ms": round(statistics.median(errors), 4) if errors else None,
         "calibration": lab.calibration.as_dict() if lab.calibration else None,
+        "delay_line": lab.emulation.stats().get("links", {}),
         "links": link_rows,
         "paths": path_rows,
     }

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from lab import cleanup
 from lab.network import Lab
 from tests.helpers import DEFAULT_TOPOLOGY, LAB, ROOT, run_lab
 from tests.integration.conftest import NOTHING, lab_leftovers, lab_running

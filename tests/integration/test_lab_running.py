@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import time
 
 import pytest
 
 from lab.network import Lab
 from lab.probe import site_rtts
-from tests.helpers import DEFAULT_TOPOLOGY
+from tests.helpers import DEFAULT_TOPOLOGY, iperf3
 from tests.integration.conftest import NOTHING, lab_leftovers
 from topologies.model import load
 
@@ -34,17 +32,8 @@ def test_every_site_reaches_every_other_without_loss(running_lab):
 
 
 def test_tcp_transfer_between_hosts(running_lab):
-    server = running_lab.host("pg1")
-    client = running_lab.host("svrgb")
-    srv = server.popen(["iperf3", "-s", "-1", "-B", server.IP(), "-p", "5301"])
-    try:
-        time.sleep(0.3)
-        out = client.cmd(f"iperf3 -c {server.IP()} -p 5301 -t 1 -J")
-        data = json.loads(out[out.index("{"):])
-        assert data["end"]["sum_received"]["bytes"] >= 1024 * 1024
-    finally:
-        srv.kill()
-        srv.wait()
+    data = iperf3(running_lab.host("pg1"), running_lab.host("svrgb"), 5301, "-t 1")
+    assert data["end"]["sum_received"]["bytes"] >= 1024 * 1024
 
 
 def test_hosts_get_their_model_addresses(running_lab):

@@ -82,7 +82,7 @@ def test_vip_port_is_rewritten_to_the_endpoint_and_back(topo):
     there = send(topo, flows, "svlz2a", l4_packet(topo, "svlz2a", db.vip, db.mac, 40000, 5432))
     assert there.delivered_to == "pg1"
     assert (there.packet["ipv4_dst"], there.packet["tcp_dst"]) == (topo.hosts["pg1"].ip, 5432)
-    pg1, client = topo.hosts["pg1"], topo.hosts["svlz2a"]
+    client = topo.hosts["svlz2a"]
     back = send(topo, flows, "pg1", l4_packet(topo, "pg1", client.ip, client.mac, 5432, 40000))
     assert back.delivered_to == "svlz2a"
     assert (back.packet["ipv4_src"], back.packet["eth_src"]) == (db.vip, db.mac)
