@@ -6,7 +6,10 @@ lab measures each link's round trip between the hosts at its two ends with ICMP 
 link, subtracts the round trip between two hosts on one switch (the access part no link can
 absorb) and the link's current hold, and sets each link's hold to its configured delay minus
 the base it found, never below zero; then measures and corrects once more at the new holds.
-What could not be removed is reported per link.
+Last, it probes every site-to-site path: a switch that passes traffic from link to link costs
+a little more than the link measurements show, so the path error grows with the number of
+links; the slope of that growth (least squares) is taken off every link as well. What could
+not be removed is reported per link, with the per-hop slope and the constant that remains.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ class Calibration:
     access_rtt_ms: float  # host -> switch -> host on one site, not absorbed by any link
     access_n: int
     links: list[LinkCalibration] = field(default_factory=list)
+    per_hop_rtt_ms: float = 0.0  # path error per link, taken off every link's hold
+    path_residual_rtt_ms: float = 0.0  # what the path fit leaves at zero hops
+    paths_probed: int = 0
 
     @property
     def holds(self) -> dict[int, float]:
@@ -55,6 +61,13 @@ class Calibration:
 def representative(topology, site: str) -> str | None:
     hosts = topology.hosts_at(site)
     return hosts[0].name if hosts else None
+
+
+def site_pairs(topology) -> list[tuple[dict, str, str]]:
+    """Each lowest-latency path between two sites with hosts, and the hosts that probe it."""
+    return [(p, representative(topology, p["src"]), representative(topology, p["dst"]))
+            for p in topology.lowest_latency_paths()
+            if representative(topology, p["src"]) and representative(topology, p["dst"])]
 
 
 def pin_flows(lab, links) -> dict[str, list[str]]:
@@ -142,5 +155,32 @@ def calibrate(lab, samples: int = 30, rounds: int = 2) -> Calibration:
                 uncompensated_ms=round(max(0.0, base - link.delay_ms), 4),
                 n=len(rtts.get(link.index, ([], 0))[0]),
                 rtt_p50_ms=round(measured.get(link.index, 0.0), 4)))
+    if lab.strategy == "latency":  # the paths probed are the lowest-latency ones
+        _take_off_per_hop_cost(lab, result, holds, samples=max(5, samples // 3))
     (run_dir() / "calibration.json").write_text(json.dumps(result.as_dict(), indent=1))
     return result
+
+
+def _take_off_per_hop_cost(lab, result: Calibration, holds: dict[int, float],
+                           samples: int) -> None:
+    """Fit path error = a + b x links over every site pair; take b/2 off each link's hold."""
+    pairs = site_pairs(lab.topology)
+    lab.emulation.set_holds(holds)
+    rtts = measure(lab, [(f"{p['src']}>{p['dst']}", a, b) for p, a, b in pairs],
+                   count=samples, warmup=2, gap_ms=PROBE_GAP_MS)
+    points = [(len(p["path"]) - 1, statistics.median(r) - p["expected_rtt_ms"])
+              for (p, _, _), (r, _) in zip(pairs, rtts.values()) if r]
+    if len(points) < 3 or len({k for k, _ in points}) < 2:
+        return
+    slope, intercept = statistics.linear_regression([k for k, _ in points],
+                                                    [e for _, e in points])
+    result.paths_probed = len(points)
+    result.path_residual_rtt_ms = round(intercept, 4)
+    if slope <= 0:
+        return
+    result.per_hop_rtt_ms = round(slope, 4)
+    for link in result.links:
+        holds[link.index] = max(0.0, holds[link.index] - slope / 2)
+        link.hold_ms = round(holds[link.index], 4)
+        link.base_ms = round(link.base_ms + slope / 2, 4)
+        link.uncompensated_ms = round(max(0.0, link.base_ms - link.delay_ms), 4)

@@ -147,10 +147,12 @@ def _up_summary(lab) -> str:
             f"{t.forwarding_s:.2f} s, calibration {t.calibration_s:.2f} s)")
     if lab.calibration:
         c = lab.calibration
+        bases = sorted(link.base_ms for link in c.links)
         left = sum(1 for link in c.links if link.uncompensated_ms > 0)
-        text += (f"; fabric calibrated on {sum(1 for l in c.links if l.n)} links, host access "
-                 f"RTT {c.access_rtt_ms:.3f} ms (n={c.access_n}, not removable), "
-                 f"{left} links shorter than the fabric's own latency")
+        text += (f"; fabric calibrated: link bases {bases[0]:.3f}-{bases[-1]:.3f} ms one way, "
+                 f"{c.per_hop_rtt_ms:.3f} ms per hop on paths, residual "
+                 f"{c.path_residual_rtt_ms:+.3f} ms RTT ({c.paths_probed} paths); {left} links "
+                 f"shorter than the fabric's own latency")
     return text
 
 

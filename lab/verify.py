@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from lab.calibration import PROBE_GAP_MS, measurable_links, measure_links, representative
+from lab.calibration import PROBE_GAP_MS, measurable_links, measure_links, site_pairs
 from lab.icmpprobe import measure
 
 # Default tolerance per backend. netem runs in the kernel (microseconds); the userspace
@@ -57,13 +57,11 @@ def verify(lab, samples: int = 50, tolerance: Tolerance | None = None) -> dict:
     link_rtts = measure_links(lab, links, count=samples)
     link_rows = [_row(link.a, link.b, 2 * link.delay_ms, *link_rtts[link.index], tolerance)
                  for link in links]
-    paths = [p for p in topo.lowest_latency_paths()
-             if representative(topo, p["src"]) and representative(topo, p["dst"])]
-    pairs = [(f"{p['src']}>{p['dst']}", representative(topo, p["src"]),
-              representative(topo, p["dst"])) for p in paths]
-    path_rtts = measure(lab, pairs, count=samples, warmup=3, gap_ms=PROBE_GAP_MS)
-    path_rows = [_row(p["src"], p["dst"], p["expected_rtt_ms"], *path_rtts[key], tolerance)
-                 for p, (key, _, _) in zip(paths, pairs)]
+    paths = site_pairs(topo)
+    path_rtts = measure(lab, [(f"{p['src']}>{p['dst']}", a, b) for p, a, b in paths],
+                        count=samples, warmup=3, gap_ms=PROBE_GAP_MS)
+    path_rows = [_row(p["src"], p["dst"], p["expected_rtt_ms"], *path_rtts[f"{p['src']}>{p['dst']}"],
+                      tolerance) for p, _, _ in paths]
     errors = [abs(r["error_ms"]) for r in path_rows if r["error_ms"] is not None]
     return {
         "backend": lab.backend,
