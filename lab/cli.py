@@ -267,6 +267,34 @@ def cmd_bench_db(args) -> int:
     return 1 if result.errors else 0
 
 
+def cmd_compare(args) -> int:
+    """Strategies under normal operation and failures; the report at the end."""
+    from measurements.compare import run_compare
+
+    factory = partial(Lab, controller=args.controller, links=args.links,
+                      calibrate=not args.no_calibrate)
+    try:
+        result = run_compare(args.topology, strategies=args.strategies.split(","),
+                             scenarios=args.scenarios.split(","), samples=args.samples,
+                             out_dir=args.out, console=console, lab_factory=factory)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 0 if result.cells else 1
+
+
+def cmd_report(args) -> int:
+    """Regenerate report.md, results.json and the plots from a comparison's raw files."""
+    from measurements.report import ReportError, print_main_table, write_report
+
+    try:
+        results = write_report(args.dir)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    print_main_table(console, results)
+    console.print(f"{args.dir}/report.md, results.json, " + ", ".join(results["plots"]))
+    return 0
+
+
 def cmd_controller(args) -> int:
     """Run the os-ken controller in the foreground until Ctrl-C or SIGTERM."""
     from controllers.launcher import main as run_controller
@@ -337,6 +365,23 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--page-queries", type=int, default=20, help="queries per ORM page (N)")
     db.add_argument("--replica", help="host replica reads go to (default: the db-standby host)")
     db.set_defaults(func=cmd_bench_db)
+
+    cmp_ = sub.add_parser("compare", help="routing strategies under normal operation and "
+                          "failures, then the report")
+    lab_options(cmp_)
+    cmp_.add_argument("--strategies", default="hops,latency,geo,primary-standby",
+                      help="comma-separated (default: %(default)s); --strategy is not used")
+    cmp_.add_argument("--scenarios", default="normal,dc-failure,lz-cut,service-link-cut",
+                      help="comma-separated (default: %(default)s)")
+    cmp_.add_argument("--samples", type=int, default=5,
+                      help="database requests per operation, placement and phase "
+                           "(default: %(default)s)")
+    cmp_.add_argument("--out", help="results directory (default: results/compare-<time>)")
+    cmp_.set_defaults(func=cmd_compare)
+    rep = sub.add_parser("report", help="rebuild a comparison's report from its raw files "
+                         "(no lab needed)")
+    rep.add_argument("dir")
+    rep.set_defaults(func=cmd_report)
 
     ctl = sub.add_parser("controller", help="run the os-ken controller in the foreground "
                          "(attach a lab with `lab up --controller tcp:127.0.0.1:PORT`)")

@@ -1,0 +1,381 @@
+"""`lab report DIR`: the comparison's report, recomputed from its raw files alone (no lab).
+
+Reads what measurements/compare.py wrote (setup.json, cells.jsonl, requests.jsonl, db.csv)
+and writes report.md (setup, one table per scenario, sentences generated from the numbers),
+results.json (the same numbers) and the PNG plots (measurements/plots.py).
+
+Definitions used throughout:
+- client latency: one request from a clinic client to the app service's virtual address
+  (new TCP connection + request + answer), successful requests only;
+- failed share: failed requests / requests sent, over the whole cell;
+- outage: for each source, the longest run of failed requests sent between the failure and
+  one request timeout before the repair (a request still waiting at the repair could fail
+  from the failback), from the first failed request's send time to the send time of the next
+  successful one (0 if none failed; None if it never recovered before the repair); a cell's
+  outage is the largest over its sources. Its resolution is the probe interval;
+- after failure: successful requests sent between the failure and the repair. (Failed
+  requests after the repair, while traffic moves back, still count in the failed share.)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from measurements.stats import summarize
+
+REPORT_FILES = ("report.md", "results.json")
+
+
+class ReportError(ValueError):
+    """The directory does not hold a comparison's raw files; the message says what is missing."""
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def load_raw(out_dir: str | Path) -> dict:
+    out = Path(out_dir)
+    missing = [n for n in ("setup.json", "cells.jsonl", "requests.jsonl") if not (out / n).exists()]
+    if missing:
+        raise ReportError(f"{out}: not a comparison's directory (missing {', '.join(missing)})")
+    cells = [json.loads(line) for line in open(out / "cells.jsonl") if line.strip()]
+    requests = [json.loads(line) for line in open(out / "requests.jsonl") if line.strip()]
+    db = []
+    if (out / "db.csv").exists():
+        with open(out / "db.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                row["start_time"] = float(row["start_time"])
+                row["latency_ms"] = float(row["latency_ms"])
+                row["ok"] = row["ok"] == "1"
+                db.append(row)
+    return {"setup": json.loads((out / "setup.json").read_text()), "cells": cells,
+            "requests": requests, "db": db}
+
+
+# -- numbers ---------------------------------------------------------------------------------
+
+def stats(values: list[float]) -> dict:
+    s = summarize(values)
+    return {"n": s.n, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms,
+            "ci95_low_ms": s.ci95_low_ms, "ci95_high_ms": s.ci95_high_ms}
+
+
+def outage_ms(requests: list[dict], since: float, until: float | None = None) -> float | None:
+    """Longest run of failed requests sent in [since, until) (see the module docstring)."""
+    best, run_start = 0.0, None
+    for r in sorted(requests, key=lambda r: r["start"]):
+        if r["start"] < since or (until is not None and r["start"] >= until):
+            continue
+        if not r["ok"]:
+            if run_start is None:
+                run_start = r["start"]
+        elif run_start is not None:
+            best = max(best, (r["start"] - run_start) * 1000)
+            run_start = None
+    return None if run_start is not None else best
+
+
+def _max_outage(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else max(values, default=0.0)
+
+
+def _group_stats(requests: list[dict], failure: float | None,
+                 repair: float | None = None, cut_off: frozenset = frozenset()) -> dict:
+    """Percentiles, failed share, and the outage over the sources not cut off themselves."""
+    ok = [r["latency_ms"] for r in requests if r["ok"]]
+    row = {**stats(ok), "requests": len(requests),
+           "failed": sum(not r["ok"] for r in requests)}
+    row["failed_pct"] = 100.0 * row["failed"] / row["requests"] if requests else None
+    if failure is not None:
+        by_src = defaultdict(list)
+        for r in requests:
+            if r["src"] not in cut_off:  # a host in an isolated site has no way around
+                by_src[r["src"]].append(r)
+        outages = {src: outage_ms(rs, failure, repair) for src, rs in by_src.items()}
+        row["outage_ms"] = _max_outage(list(outages.values()))
+        row["sources_interrupted"] = sum(1 for v in outages.values() if v != 0.0)
+        after = [r["latency_ms"] for r in requests if r["ok"] and r["start"] >= failure
+                 and (repair is None or r["start"] < repair)]
+        row["after_p50_ms"] = stats(after)["p50_ms"]
+    else:
+        row["outage_ms"] = None
+        row["sources_interrupted"] = 0
+        row["after_p50_ms"] = None
+    return row
+
+
+def compute(raw: dict) -> dict:
+    """Every number of the report, from the raw records."""
+    setup = raw["setup"]
+    sites = {s["name"]: s for s in setup["topology"]["sites"]}
+    hosts = {h["name"]: h for h in setup["topology"]["hosts"]}
+    by_cell = defaultdict(list)
+    for r in raw["requests"]:
+        by_cell[(r["scenario"], r["strategy"])].append(r)
+    db_by_cell = defaultdict(list)
+    for r in raw["db"]:
+        db_by_cell[(r["scenario"], r["strategy"])].append(r)
+    cells = []
+    for cell in raw["cells"]:
+        key = (cell["scenario"], cell["strategy"])
+        failure, repair = cell.get("failure"), cell.get("repair")
+        if repair is not None:
+            # A request still waiting at the repair cannot be told from the failback: the
+            # outage window ends one request timeout before the repair.
+            repair -= setup["settings"]["request_timeout_s"]
+        reqs = by_cell.get(key, [])
+        clients = [r for r in reqs if r["kind"] == "client"]
+        services = [r for r in reqs if r["kind"] == "service"]
+        regions = []
+        for src in sorted({r["src"] for r in clients}, key=lambda h: list(hosts).index(h)):
+            mine = [r for r in clients if r["src"] == src]
+            before = Counter(r["served_by"] for r in mine if r["ok"]
+                             and (failure is None or r["start"] < failure))
+            after = Counter(r["served_by"] for r in mine if r["ok"] and failure is not None
+                            and failure <= r["start"] < (repair or float("inf")))
+            site = hosts[src]["site"]
+            regions.append({"client": src, "site": site, "label": sites[site]["label"],
+                            "served_by": before.most_common(1)[0][0] if before else None,
+                            "served_by_after": after.most_common(1)[0][0] if after else None,
+                            **_group_stats(mine, failure, repair)})
+        placements = []
+        db = db_by_cell.get(key, [])
+        for placement in dict.fromkeys(r["placement"] for r in db):
+            for op in dict.fromkeys(r["operation"] for r in db if r["placement"] == placement):
+                for phase in dict.fromkeys(r["phase"] for r in db):
+                    rows = [r for r in db if r["placement"] == placement
+                            and r["operation"] == op and r["phase"] == phase]
+                    if not rows:
+                        continue
+                    placements.append({"placement": placement, "site": rows[0]["site"],
+                                       "kind": rows[0]["kind"], "operation": op, "phase": phase,
+                                       "errors": sum(not r["ok"] for r in rows),
+                                       **stats([r["latency_ms"] for r in rows if r["ok"]])})
+        db_before = [r["latency_ms"] for r in db if r["ok"] and r["phase"] == "before"
+                     and r["operation"] == "read"]
+        cells.append({"scenario": cell["scenario"], "strategy": cell["strategy"],
+                      "failure": failure, "links_cut": cell.get("links_cut", []),
+                      "clients": _group_stats(clients, failure, repair),
+                      "services": _group_stats(services, failure, repair,
+                                               frozenset(cell.get("cut_off_hosts", ()))),
+                      "db_read": stats(db_before),
+                      "db_errors": sum(not r["ok"] for r in db),
+                      "regions": regions, "placements": placements})
+    results = {"setup": setup, "cells": cells}
+    results["findings"] = findings(results)
+    return results
+
+
+# -- sentences -------------------------------------------------------------------------------
+
+def _kind_of(host: str | None, setup: dict) -> str:
+    hosts = {h["name"]: h for h in setup["topology"]["hosts"]}
+    sites = {s["name"]: s for s in setup["topology"]["sites"]}
+    if host not in hosts:
+        return "nothing"
+    return sites[hosts[host]["site"]]["kind"]
+
+
+def _served(cell: dict, setup: dict) -> str:
+    kinds = Counter(_kind_of(r["served_by"], setup) for r in cell["regions"])
+    return ", ".join(f"{n} by a {k}" for k, n in kinds.most_common())
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} ms"
+
+
+def findings(results: dict) -> list[str]:
+    """A few sentences per scenario, each stating a comparison the table shows."""
+    setup = results["setup"]
+    out = []
+    scenarios = list(dict.fromkeys(c["scenario"] for c in results["cells"]))
+    for scenario in scenarios:
+        cells = [c for c in results["cells"] if c["scenario"] == scenario]
+        timed = [c for c in cells if c["clients"]["p50_ms"] is not None]
+        if not timed:
+            out.append(f"{scenario}: no client request succeeded.")
+            continue
+        best = min(timed, key=lambda c: c["clients"]["p50_ms"])
+        worst = max(timed, key=lambda c: c["clients"]["p50_ms"])
+        text = (f"{scenario}: {best['strategy']} gives the clinics the lowest median latency "
+                f"({_ms(best['clients']['p50_ms'])}, p99 {_ms(best['clients']['p99_ms'])})")
+        if worst is not best:
+            text += (f", {worst['strategy']} the highest ({_ms(worst['clients']['p50_ms'])}): "
+                     f"with {best['strategy']} the {len(best['regions'])} clinics are served "
+                     f"{_served(best, setup)}; with {worst['strategy']} {_served(worst, setup)}")
+        out.append(text + ".")
+        if any(c["failure"] is not None for c in cells):
+            def key(c):
+                o = c["clients"]["outage_ms"]
+                return (o is None, o if o is not None else 0, c["clients"]["failed_pct"] or 0)
+            ranked = sorted(cells, key=key)
+            parts = []
+            for c in ranked:
+                o = c["clients"]["outage_ms"]
+                desc = "never recovered" if o is None else (
+                    "no client request failed" if o == 0 and not c["clients"]["failed"]
+                    else f"longest client outage {o:.0f} ms "
+                         f"({c['clients']['sources_interrupted']} of {len(c['regions'])} clinics "
+                         f"interrupted, {c['clients']['failed_pct']:.1f} % of requests failed)")
+                moved = sum(1 for r in c["regions"] if r["served_by_after"]
+                            and r["served_by_after"] != r["served_by"])
+                if moved:
+                    desc += f", {moved} clinic(s) moved to another endpoint"
+                parts.append(f"{c['strategy']}: {desc}")
+            out.append(f"{scenario}, availability: " + "; ".join(parts) + ".")
+            svc = [c for c in cells if c["services"]["requests"]]
+            if svc:
+                s_best = min(svc, key=lambda c: (c["services"]["outage_ms"] is None,
+                                                 c["services"]["outage_ms"] or 0))
+                out.append(f"{scenario}, services reaching the database: the shortest outage "
+                           f"is with {s_best['strategy']} "
+                           f"({_ms(s_best['services']['outage_ms'])}); "
+                           + "; ".join(f"{c['strategy']} {_ms(c['services']['outage_ms'])}"
+                                       for c in svc if c is not s_best) + ".")
+    return out
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+def _f(v, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _outage(row: dict, failure) -> str:
+    if failure is None:
+        return "-"
+    return "not recovered" if row["outage_ms"] is None else f"{row['outage_ms']:.0f}"
+
+
+def render_markdown(results: dict) -> str:
+    setup = results["setup"]
+    topo = setup["topology"]
+    st = setup["settings"]
+    lines = [f"# Strategy comparison: {topo['name']}", "",
+             topo.get("description", ""), "",
+             "## Setup", "",
+             f"- Link emulation: **{setup.get('links_backend')}**, Open vSwitch datapath "
+             f"**{setup.get('datapath')}**, controller **{setup.get('controller')}**.",
+             f"- Strategies: {', '.join(setup['strategies'])}.",
+             f"- Clients: each clinic opens a new TCP connection to the app service's virtual "
+             f"address every {st['client_interval_s'] * 1000:g} ms and sends one request "
+             f"(latency = connect + request + answer; failed = no answer within "
+             f"{st['request_timeout_s']:g} s). Services: each service and monolith host "
+             f"connects to the db service's virtual address every "
+             f"{st['service_interval_s'] * 1000:g} ms. Outage = longest run of failed "
+             f"requests after the failure, per source, largest over sources (resolution: "
+             f"the probe interval).",
+             f"- Database: dbbench's connect, read and page ({st['page_queries']} queries) "
+             f"from every placement through the db virtual address, {st['samples']} of each "
+             f"per placement and phase.",
+             f"- Run: bring-up {_f(setup.get('bring_up_s'))} s, total {_f(setup.get('total_s'))} s.",
+             "", "Versions: " + ", ".join(f"{k} {v}" for k, v in setup["versions"].items()), "",
+             "### Scenarios", ""]
+    lines += [f"- **{s['name']}**: {s['description']}" for s in setup["scenarios"]]
+    lines += ["", "### Links (one-way delay; a round trip sees it twice)", "",
+              "| link | class | km | delay ms | source |", "|---|---|---:|---:|---|"]
+    for link in topo["links"]:
+        lines.append(f"| {link['a']}-{link['b']} | {link['class']} | {link['distance_km']:.0f} "
+                     f"| {link['delay_ms']:.3f} | {link['source'].replace('|', '/')} |")
+    cal = setup.get("calibration")
+    if cal:
+        worst = max((l["uncompensated_ms"] for l in cal["links"]), default=0.0)
+        lines += ["", f"Calibration: host-switch-host round trip {cal['access_rtt_ms']:.3f} ms; "
+                      f"largest per-link residual the lab could not remove: {worst:.3f} ms."]
+    lines += ["", "## Findings", ""] + [f"- {s}" for s in results["findings"]]
+    for scenario in dict.fromkeys(c["scenario"] for c in results["cells"]):
+        cells = [c for c in results["cells"] if c["scenario"] == scenario]
+        lines += ["", f"## {scenario}", "",
+                  "Client latency in ms (all clinics); outage in ms; DB read: median of the "
+                  "placements' indexed reads before any failure.", "",
+                  "| strategy | p50 | p95 | p99 | failed % | client outage | clinics interrupted "
+                  "| p50 after failure | service outage | DB read p50 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in cells:
+            cl, sv = c["clients"], c["services"]
+            lines.append(f"| {c['strategy']} | {_f(cl['p50_ms'])} | {_f(cl['p95_ms'])} | "
+                         f"{_f(cl['p99_ms'])} | {_f(cl['failed_pct'], 2)} | "
+                         f"{_outage(cl, c['failure'])} | "
+                         f"{cl['sources_interrupted'] if c['failure'] else '-'} | "
+                         f"{_f(cl['after_p50_ms'])} | {_outage(sv, c['failure'])} | "
+                         f"{_f(c['db_read']['p50_ms'], 2)} |")
+        lines += ["", "Per client region: p50 / p95 / p99 ms (endpoint serving it"
+                      + (", -> after the failure" if cells[0]["failure"] else "") + ")", "",
+                  "| clinic | " + " | ".join(c["strategy"] for c in cells) + " |",
+                  "|---|" + "---:|" * len(cells)]
+        for i, region in enumerate(cells[0]["regions"]):
+            row = [f"{region['client']} ({region['label'] or region['site']})"]
+            for c in cells:
+                r = next((x for x in c["regions"] if x["client"] == region["client"]), None)
+                if r is None:
+                    row.append("-")
+                    continue
+                served = r["served_by"] or "-"
+                if c["failure"] and r["served_by_after"] != r["served_by"]:
+                    served += f" -> {r['served_by_after'] or 'none'}"
+                row.append(f"{_f(r['p50_ms'])} / {_f(r['p95_ms'])} / {_f(r['p99_ms'])} ({served})")
+            lines.append("| " + " | ".join(row) + " |")
+        ops = [("read", "before"), ("page", "before")] + (
+            [("read", "after")] if cells[0]["failure"] else [])
+        lines += ["", "Per placement: database p50 ms [bootstrap 95 % CI of the median]", "",
+                  "| placement | op | phase | " + " | ".join(c["strategy"] for c in cells) + " |",
+                  "|---|---|---|" + "---:|" * len(cells)]
+        order = list(dict.fromkeys(p["placement"] for c in cells for p in c["placements"]))
+        for placement in order:
+            for op, phase in ops:
+                row = []
+                for c in cells:
+                    p = next((x for x in c["placements"] if x["placement"] == placement
+                              and x["operation"] == op and x["phase"] == phase), None)
+                    row.append("-" if p is None or p["p50_ms"] is None else
+                               f"{p['p50_ms']:.2f} [{p['ci95_low_ms']:.2f}-{p['ci95_high_ms']:.2f}]"
+                               + (f" ({p['errors']} err)" if p["errors"] else ""))
+                if any(x != "-" for x in row):
+                    kind = next(p["kind"] for c in cells for p in c["placements"]
+                                if p["placement"] == placement)
+                    lines.append(f"| {placement} ({kind}) | {op} | {phase} | " + " | ".join(row) + " |")
+    lines += ["", "## Plots", "",
+              "- `latency_cdf.png`: client latency CDF per strategy, one panel per scenario",
+              "- `placement_bars.png`: database read p50 per placement and strategy with 95 % CI",
+              "- `failover_timeline.png`: client requests around the failure, per strategy",
+              "- `map.png`: the sites at their coordinates, links labelled with their delay", ""]
+    for png in ("latency_cdf", "placement_bars", "failover_timeline", "map"):
+        lines.append(f"![{png}]({png}.png)")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path) -> dict:
+    """report.md, results.json and the plots in out_dir, from its raw files only."""
+    from measurements import plots
+
+    out = Path(out_dir)
+    raw = load_raw(out)
+    results = compute(raw)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "report.md").write_text(render_markdown(results))
+    results["plots"] = plots.write_all(raw, results, out)
+    return results
+
+
+def print_main_table(console, results: dict) -> None:
+    from rich.table import Table
+
+    for scenario in dict.fromkeys(c["scenario"] for c in results["cells"]):
+        table = Table(title=f"{scenario}: clinic clients (ms)")
+        for col in ("strategy", "p50", "p95", "p99", "failed %", "outage", "after p50",
+                    "service outage", "DB read p50"):
+            table.add_column(col, justify="left" if col == "strategy" else "right")
+        for c in results["cells"]:
+            if c["scenario"] != scenario:
+                continue
+            cl, sv = c["clients"], c["services"]
+            table.add_row(c["strategy"], _f(cl["p50_ms"]), _f(cl["p95_ms"]), _f(cl["p99_ms"]),
+                          _f(cl["failed_pct"], 2), _outage(cl, c["failure"]),
+                          _f(cl["after_p50_ms"]), _outage(sv, c["failure"]),
+                          _f(c["db_read"]["p50_ms"], 2))
+        console.print(table)
+    for sentence in results["findings"]:
+        console.print(f"- {sentence}")

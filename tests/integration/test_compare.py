@@ -1,0 +1,57 @@
+"""`run_compare` end to end (root, OVS, Mininet, PostgreSQL 15): two strategies, normal and
+dc-failure, few samples, then the report checked against the raw samples."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from lab.runstate import marked_processes
+from measurements.compare import run_compare
+from measurements.postgres import data_root
+from tests.helpers import DEFAULT_TOPOLOGY
+
+pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet, pytest.mark.postgres]
+
+
+def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
+    t0 = time.monotonic()
+    result = run_compare(DEFAULT_TOPOLOGY, strategies=["latency", "primary-standby"],
+                         scenarios=["normal", "dc-failure"], samples=2, out_dir=tmp_path)
+    assert time.monotonic() - t0 < 180
+    for name in ("requests.jsonl", "db.csv", "cells.jsonl", "setup.json", DEFAULT_TOPOLOGY.name,
+                 "report.md", "results.json"):
+        assert (tmp_path / name).exists(), name
+    setup = json.loads((tmp_path / "setup.json").read_text())
+    assert set(setup["versions"]) >= {"openvswitch", "mininet", "postgresql", "os-ken",
+                                      "kernel", "python"}
+    assert len(result.cells) == 4
+
+    # A table cell recomputed by hand from the raw samples equals the report's.
+    requests = [json.loads(line) for line in open(tmp_path / "requests.jsonl")]
+    latencies = [r["latency_ms"] for r in requests if r["scenario"] == "normal"
+                 and r["strategy"] == "latency" and r["kind"] == "client" and r["ok"]]
+    p50 = float(np.percentile(latencies, 50))
+    results = json.loads((tmp_path / "results.json").read_text())
+    normal = next(c for c in results["cells"]
+                  if c["scenario"] == "normal" and c["strategy"] == "latency")
+    assert normal["clients"]["p50_ms"] == pytest.approx(p50)
+    assert f"| latency | {p50:.1f} |" in (tmp_path / "report.md").read_text()
+
+    # The failure was seen from the clients' side: primary-standby's clients all used the
+    # primary data center's monolith, lost requests and came back within the window.
+    failover = next(c for c in results["cells"]
+                    if c["scenario"] == "dc-failure" and c["strategy"] == "primary-standby")
+    assert failover["clients"]["failed"] > 0
+    assert failover["clients"]["outage_ms"] is not None
+    assert all(r["served_by_after"] and r["served_by_after"] != r["served_by"]
+               for r in failover["regions"])
+
+    for png in ("latency_cdf.png", "placement_bars.png", "failover_timeline.png", "map.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, png
+    assert not data_root().exists()
+    assert marked_processes() == []

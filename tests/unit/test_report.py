@@ -1,0 +1,153 @@
+"""The comparison report from small synthetic raw files: tables, outages, sentences, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from measurements.report import ReportError, compute, load_raw, outage_ms, write_report
+
+T0 = 1_700_000_000.0
+
+SETUP = {
+    "topology": {
+        "name": "tiny", "description": "two sites and a clinic",
+        "sites": [{"name": "dc1", "kind": "datacenter", "lat": 42.0, "lon": -71.0, "label": "DC1"},
+                  {"name": "lz1", "kind": "localzone", "lat": 42.3, "lon": -71.1, "label": "LZ1"},
+                  {"name": "cl1", "kind": "clinic", "lat": 41.0, "lon": -73.0, "label": "Clinic 1"}],
+        "links": [{"index": 1, "a": "dc1", "b": "lz1", "class": "metro", "delay_ms": 1.5,
+                   "source": "derived", "distance_km": 30.0, "bandwidth_mbit": None},
+                  {"index": 2, "a": "cl1", "b": "dc1", "class": "internet", "delay_ms": 5.0,
+                   "source": "derived", "distance_km": 250.0, "bandwidth_mbit": 100}],
+        "hosts": [{"name": "pg1", "site": "dc1", "role": "db-primary", "ip": "10.1.0.1"},
+                  {"name": "mono1", "site": "dc1", "role": "monolith", "ip": "10.1.0.2"},
+                  {"name": "svlz1", "site": "lz1", "role": "service", "ip": "10.2.0.1"},
+                  {"name": "c1", "site": "cl1", "role": "client", "ip": "10.3.0.1"}]},
+    "topology_file": "tiny.yaml", "versions": {"python": "3.11"},
+    "strategies": ["hops", "latency"],
+    "scenarios": [{"name": "normal", "description": "no failure", "links": [], "isolated": []},
+                  {"name": "dc-failure", "description": "dc1 cut", "links": [1, 2],
+                   "isolated": ["dc1"]}],
+    "settings": {"samples": 3, "db_operations": ["read"], "page_queries": 5,
+                 "client_interval_s": 0.1, "service_interval_s": 0.1, "request_timeout_s": 1.0,
+                 "failure_window_s": 1.0},
+    "links_backend": "userspace", "datapath": "user", "controller": "builtin",
+    "calibration": None, "bring_up_s": 10.0, "total_s": 60.0,
+}
+
+
+def request(scenario, strategy, t, latency, ok=True, src="c1", kind="client", served="mono1"):
+    return {"scenario": scenario, "strategy": strategy, "kind": kind, "src": src, "site": "cl1",
+            "start": T0 + t, "latency_ms": latency if ok else None, "ok": ok,
+            "served_by": served if ok else None, "error": None if ok else "timeout"}
+
+
+@pytest.fixture
+def raw_dir(tmp_path):
+    requests = []
+    # normal: hops at 20, 30, 40 ... ms from mono1; latency at 2, 3, 4 ... ms from svlz1
+    for i in range(10):
+        requests.append(request("normal", "hops", i * 0.1, 20.0 + i))
+        requests.append(request("normal", "latency", i * 0.1, 2.0 + i, served="svlz1"))
+    # dc-failure at t=1.0: hops loses 3 requests (1.0, 1.1, 1.2), answers again at 1.3
+    for i in range(20):
+        t = i * 0.1
+        failed = 10 <= i <= 12
+        requests.append(request("dc-failure", "hops", t, 25.0, ok=not failed,
+                                served="mono1" if i < 10 else "svlz1"))
+        requests.append(request("dc-failure", "latency", t, 3.0, served="svlz1"))
+        requests.append(request("dc-failure", "hops", t, 1.0, ok=i != 11, src="svlz1",
+                                kind="service"))
+    with open(tmp_path / "requests.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in requests)
+    cells = [{"scenario": "normal", "strategy": s, "start": T0} for s in ("hops", "latency")]
+    cells += [{"scenario": "dc-failure", "strategy": s, "start": T0, "failure": T0 + 1.0,
+               "repair": T0 + 2.95, "end": T0 + 3.0, "links_cut": [1, 2]}
+              for s in ("hops", "latency")]
+    with open(tmp_path / "cells.jsonl", "w") as f:
+        f.writelines(json.dumps(c) + "\n" for c in cells)
+    with open(tmp_path / "db.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scenario", "strategy", "phase", "placement", "site", "kind", "operation",
+                    "start_time", "latency_ms", "ok"])
+        for scenario in ("normal", "dc-failure"):
+            for strategy in ("hops", "latency"):
+                for i, ms in enumerate((4.0, 5.0, 6.0, 100.0)):
+                    w.writerow([scenario, strategy, "before", "svlz1", "lz1", "localzone",
+                                "read", f"{T0 + i:.6f}", f"{ms:.4f}", int(ms < 100)])
+    (tmp_path / "setup.json").write_text(json.dumps(SETUP))
+    return tmp_path
+
+
+def cell(results, scenario, strategy):
+    return next(c for c in results["cells"]
+                if c["scenario"] == scenario and c["strategy"] == strategy)
+
+
+def test_percentiles_recomputed_from_the_raw_samples(raw_dir):
+    results = compute(load_raw(raw_dir))
+    hops = cell(results, "normal", "hops")["clients"]
+    assert hops["n"] == 10 and hops["p50_ms"] == pytest.approx(24.5)
+    assert hops["p99_ms"] == pytest.approx(28.91)  # numpy linear: 20 + 0.99 * 9
+    assert cell(results, "normal", "latency")["clients"]["p50_ms"] == pytest.approx(6.5)
+    assert hops["outage_ms"] is None and hops["failed"] == 0
+
+
+def test_outage_is_the_longest_failed_run_before_the_repair(raw_dir):
+    results = compute(load_raw(raw_dir))
+    hops = cell(results, "dc-failure", "hops")
+    assert hops["clients"]["outage_ms"] == pytest.approx(300.0)
+    assert hops["clients"]["failed"] == 3
+    assert hops["clients"]["failed_pct"] == pytest.approx(15.0)
+    assert hops["clients"]["sources_interrupted"] == 1
+    assert hops["services"]["outage_ms"] == pytest.approx(100.0, abs=1e-3)
+    assert hops["regions"][0]["served_by"] == "mono1"
+    assert hops["regions"][0]["served_by_after"] == "svlz1"
+    assert cell(results, "dc-failure", "latency")["clients"]["outage_ms"] == 0.0
+
+
+def test_outage_function_edges():
+    reqs = [{"start": t, "ok": ok} for t, ok in ((0, True), (1, False), (2, False), (3, True),
+                                                 (4, False))]
+    assert outage_ms(reqs, 0) is None  # the last run never ended
+    assert outage_ms(reqs, 0, until=4) == 2000.0
+    assert outage_ms(reqs, 3, until=4) == 0.0
+
+
+def test_database_placements_exclude_errors_and_count_them(raw_dir):
+    results = compute(load_raw(raw_dir))
+    p = cell(results, "normal", "hops")["placements"][0]
+    assert (p["placement"], p["operation"], p["phase"]) == ("svlz1", "read", "before")
+    assert p["n"] == 3 and p["errors"] == 1 and p["p50_ms"] == pytest.approx(5.0)
+
+
+def test_sentences_name_the_winner_and_the_outage(raw_dir):
+    findings = compute(load_raw(raw_dir))["findings"]
+    assert findings[0].startswith("normal: latency gives the clinics the lowest median latency "
+                                  "(6.5 ms")
+    assert "hops the highest (24.5 ms)" in findings[0]
+    assert "served 1 by a localzone" in findings[0] and "1 by a datacenter" in findings[0]
+    availability = next(s for s in findings if s.startswith("dc-failure, availability"))
+    assert availability.index("latency: no client request failed") < availability.index("hops:")
+    assert "longest client outage 300 ms" in availability
+    assert "moved to another endpoint" in availability
+
+
+def test_write_report_files_match_the_numbers(raw_dir):
+    results = write_report(raw_dir)
+    md = (raw_dir / "report.md").read_text()
+    assert "| hops | 24.5 | " in md
+    assert "| hops | 25.0 | 25.0 | 25.0 | 15.00 | 300 | 1 |" in md
+    assert "| dc1-lz1 | metro | 30 | 1.500 | derived |" in md
+    saved = json.loads((raw_dir / "results.json").read_text())
+    assert saved["cells"][0]["clients"] == results["cells"][0]["clients"]
+    for png in results["plots"]:
+        data = (raw_dir / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_missing_raw_files_are_one_clear_error(tmp_path):
+    with pytest.raises(ReportError, match="missing setup.json, cells.jsonl, requests.jsonl"):
+        load_raw(tmp_path)
