@@ -15,3 +15,8 @@ bench: setup
 
 cleanup:
 	.venv/bin/lab cleanup
+
+# The real-kernel test VM (QEMU; netem and the OVS kernel datapath): tests/vm/run.sh
+.PHONY: vm-test
+vm-test:
+	tests/vm/run.sh
