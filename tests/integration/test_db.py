@@ -110,3 +110,36 @@ def test_a_service_host_reads_the_right_rows_over_the_lab(db_lab):
          "SELECT name, mrn FROM patients WHERE patient_id = 42"],
         env=env, stdin=-3, text=True).communicate(timeout=30)[0]
     assert out.strip() == "patient 42|MRN00000042"
+
+
+READS = """
+import statistics, sys, time, psycopg
+conn = psycopg.connect(host=sys.argv[1], port=int(sys.argv[2]), user=sys.argv[3],
+                       dbname=sys.argv[4], autocommit=True)
+times = []
+for i in range(40):
+    t0 = time.perf_counter()
+    conn.execute("SELECT name FROM patients WHERE patient_id = %s", (i + 1,)).fetchone()
+    times.append((time.perf_counter() - t0) * 1000)
+print(statistics.median(times[5:]))
+"""
+
+
+def median_read_ms(lab, dbs, host_name: str) -> float:
+    """Median single-row indexed read from inside a host, after five warm-up reads."""
+    import sys
+
+    out = lab.host(host_name).popen(
+        [sys.executable, "-c", READS, dbs.primary.ip, str(dbs.port), dbs.user, dbs.dbname],
+        env=dbs.client_env(lab.state.run_id), stdin=-3, text=True).communicate(timeout=60)[0]
+    return float(out.strip())
+
+
+def test_an_outposts_reads_beat_a_regions_by_the_path_rtt_difference(db_lab):
+    lab, dbs = db_lab
+    paths = {(p["src"], p["dst"]): p["expected_rtt_ms"] for p in lab.topology.lowest_latency_paths()}
+    outpost, region = median_read_ms(lab, dbs, "svop1a"), median_read_ms(lab, dbs, "svrga")
+    expected = paths[("dc1", "rga")] - paths[("dc1", "op1a")]
+    # Tolerance: 1 ms + 10 % (the fabric's residual and the server's own variation).
+    assert abs((region - outpost) - expected) <= 1.0 + 0.1 * expected, \
+        f"outpost {outpost:.2f} ms, region {region:.2f} ms, expected difference {expected:.2f} ms"
