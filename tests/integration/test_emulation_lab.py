@@ -87,7 +87,10 @@ def test_loss_rate_within_binomial_bound(chain_lab):
 
 def test_jitter_has_the_configured_spread(chain_lab):
     jittery = link(chain_lab, "sd", "se")
-    samples, _ = measure_links(chain_lab, [jittery], count=300)[jittery.index]
+    # Probes further apart than the jitter's range: closer ones would wait behind each other
+    # (the delay line keeps each direction in order), raising the median.
+    gap = 2 * jittery.jitter_ms + 1
+    samples, _ = measure_links(chain_lab, [jittery], count=300, gap_ms=gap)[jittery.index]
     # Each direction uniform in delay +- j: the RTT's spread is that of a sum of two.
     expected_sd = math.sqrt(2 * (2 * jittery.jitter_ms) ** 2 / 12)
     sd = statistics.stdev(samples)
