@@ -16,7 +16,6 @@ result:  {"rtt_ms": {key: [float, ...]}, "sent": {key: int}}
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import select
@@ -25,30 +24,15 @@ import struct
 import sys
 import time
 
-CLONE_NEWNET = 0x40000000
+from lab.netns import inside
+
 SO_TIMESTAMPNS = 35
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
 def open_socket_in(pid: int) -> socket.socket:
     """A raw ICMP socket inside the network namespace of process `pid`."""
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
+    with inside(f"/proc/{pid}/ns/net"):
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    finally:
-        _setns(home)
-        os.close(home)
-        os.close(target)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.setblocking(False)

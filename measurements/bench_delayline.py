@@ -19,8 +19,6 @@ Ctrl-C and SIGTERM included. It measures:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import select
@@ -33,45 +31,31 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import delayline  # noqa: E402
 from lab.delayline import LinkSpec  # noqa: E402
+from lab.netns import inside, named  # noqa: E402
 
 NS_A = "hcdlt-bench-a"
 NS_B = "hcdlt-bench-b"
-CLONE_NEWNET = 0x40000000
 SO_TIMESTAMPNS = 35
 PORT = 40777
 IPERF_PORT = 5299
 DELAYS_MS = (0.25, 1.0, 5.0, 20.0, 80.0)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, capture_output=True, text=True)
 
 
-@contextlib.contextmanager
-def netns(name: str) -> Iterator[None]:
-    """Run the block in another network namespace (setns is per thread)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {name}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-    finally:
-        os.close(own)
-        os.close(target)
+def netns(name: str):
+    """Run the block inside a named network namespace (to open sockets there)."""
+    return inside(named(name))
 
 
 def addr(index: int, side: int) -> str:

@@ -12,8 +12,6 @@ bounds of a few hundred microseconds.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import json
 import math
@@ -35,6 +33,7 @@ import pytest
 
 from lab import delayline
 from lab.delayline import LinkSpec
+from lab.netns import inside, named
 
 pytestmark = [
     pytest.mark.root,
@@ -43,29 +42,16 @@ pytestmark = [
 
 NS_A, NS_B = "hcdlt-a", "hcdlt-b"
 IP_A, IP_B = "192.168.77.1", "192.168.77.2"
-CLONE_NEWNET = 0x40000000
 SO_TIMESTAMPNS = 35
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, capture_output=True, text=True)
 
 
-@contextlib.contextmanager
-def netns(name: str) -> Iterator[None]:
-    """Create sockets inside a namespace: setns affects only the calling thread."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        assert _libc.setns(target, CLONE_NEWNET) == 0, f"setns {name}"
-        try:
-            yield
-        finally:
-            assert _libc.setns(own, CLONE_NEWNET) == 0, "setns back"
-    finally:
-        os.close(own)
-        os.close(target)
+def netns(name: str):
+    """Run the block inside a named network namespace (to open sockets there)."""
+    return inside(named(name))
 
 
 def udp(ns: str, bind: tuple[str, int] | None = None, timestamps: bool = False) -> socket.socket:
