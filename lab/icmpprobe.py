@@ -143,7 +143,9 @@ def measure(lab, pairs: list[tuple[str, str, str]], count: int, warmup: int = 2,
     request = {"pairs": [{"key": key, "pid": lab.host(src).pid, "src": lab.host(src).IP(),
                           "dst": lab.host(dst).IP()} for key, src, dst in pairs],
                "count": count, "warmup": warmup, "gap_ms": gap_ms, "timeout_s": timeout_s}
-    budget = (count + warmup) * len(pairs) * gap_ms / 1000 + timeout_s + 30
+    # A guard against a hung prober, not a deadline: slow machines (software emulation)
+    # take far longer than gap_ms per probe.
+    budget = (count + warmup) * len(pairs) * max(gap_ms, 10.0) / 1000 + timeout_s + 60
     env = dict(os.environ, **{PROCESS_MARKER: lab.state.run_id})
     result = subprocess.run([sys.executable, "-m", "lab.icmpprobe"], input=json.dumps(request),
                             capture_output=True, text=True, timeout=budget, env=env,
