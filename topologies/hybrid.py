@@ -1,8 +1,9 @@
 """`mn --custom topologies/hybrid.py --topo hybrid[,FILE]`: the lab's topology under plain Mininet.
 
 Plain Mininet has no routing for this looped topology: attach the lab's controller
-(`--controller remote,port=6653`) or enable STP (`--switch ovs,stp=True`); here, where the
-kernel has no openvswitch module, add `datapath=user` to --switch.
+(`lab controller`, then `--controller remote,port=6653`) or use spanning tree
+(`--controller none --switch ovs,failMode=standalone,stp=True`); where the kernel has no
+openvswitch module, add `datapath=user` to --switch.
 """
 
 import inspect
