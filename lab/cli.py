@@ -20,7 +20,7 @@ from lab import cleanup as cleanup_mod
 from controllers.strategies import STRATEGIES
 from lab.capabilities import detect
 from lab.emulation import CHOICES
-from lab.network import CONTROLLER_HELP, Lab, LabError
+from lab.network import CONTROLLER_HELP, Lab, LabError, parse_controller
 from lab.links import LinkParamError
 from lab.signals import Interrupted, stop_signals_raise
 from topologies.mininet_topo import DEFAULT_TOPOLOGY
@@ -131,6 +131,10 @@ def cmd_cleanup(args) -> int:
 # -- lab up / run -----------------------------------------------------------------------
 
 def _bring_up(args):
+    try:
+        parse_controller(args.controller)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     topo = load(args.topology)
     lab = Lab(topo, controller=args.controller, links=args.links, strategy=args.strategy,
               calibrate=not args.no_calibrate)
