@@ -248,6 +248,19 @@ class _Direction:
         self.late_max = 0.0
         self.late_over = 0
 
+    def send(self, frame: bytes, late: float) -> None:
+        """Send a frame out of this direction, counting it and how late it leaves."""
+        self.late_sum += late
+        if late > self.late_max:
+            self.late_max = late
+        if late > LATE_THRESHOLD:
+            self.late_over += 1
+        try:
+            self.out.send(frame, MSG_DONTWAIT)
+            self.forwarded += 1
+        except OSError:
+            self.tx_errors += 1
+
     def counters(self) -> dict[str, int | float]:
         """Counters for STATS; lateness is send time minus deadline, as this process sees it."""
         sent = self.forwarded + self.tx_errors
@@ -458,7 +471,6 @@ class DelayLine:
         rand = random.random
         kinds = self.clock_kinds
         lead = self.lead
-        out = direction.out
         for _ in range(DRAIN_BATCH):
             try:
                 frame, anc, flags, _addr = sock.recvmsg(RX_BUFFER, 64, MSG_DONTWAIT)
@@ -499,17 +511,7 @@ class DelayLine:
                     direction.last_deadline = deadline
                 if deadline <= now and not direction.queued:
                     # Already due and nothing ahead of it: skip the heap (hold 0, or read late).
-                    late = now - deadline
-                    direction.late_sum += late
-                    if late > direction.late_max:
-                        direction.late_max = late
-                    if late > LATE_THRESHOLD:
-                        direction.late_over += 1
-                    try:
-                        out.send(frame, MSG_DONTWAIT)
-                        direction.forwarded += 1
-                    except OSError:
-                        direction.tx_errors += 1
+                    direction.send(frame, now - deadline)
                 else:
                     push(heap, (deadline, next(seq), direction, frame))
                     direction.queued += 1
@@ -533,17 +535,7 @@ class DelayLine:
                     now = clock()
             _, _, direction, frame = pop(heap)
             direction.queued -= 1
-            late = now - deadline
-            direction.late_sum += late
-            if late > direction.late_max:
-                direction.late_max = late
-            if late > LATE_THRESHOLD:
-                direction.late_over += 1
-            try:
-                direction.out.send(frame, MSG_DONTWAIT)
-                direction.forwarded += 1
-            except OSError:
-                direction.tx_errors += 1
+            direction.send(frame, now - deadline)
 
     def run(self, ready_path: str | None) -> None:
         """The select loop: sleep until a socket is readable or a deadline is near."""

@@ -158,9 +158,15 @@ class LinkEmulation:
         """Per-link counters of the delay line (empty for netem)."""
         if self.process is None:
             return {}
+        before = delayline.read_stats(self.stats_path)["time"]
         self.process.send_signal(signal.SIGUSR1)  # write the counters now
-        time.sleep(0.05)
-        return delayline.read_stats(self.stats_path)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            stats = delayline.read_stats(self.stats_path)
+            if stats["time"] > before:
+                return stats
+            time.sleep(0.005)
+        return stats
 
     def stop(self) -> None:
         if self.process is not None:

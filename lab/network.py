@@ -294,14 +294,10 @@ class Lab:
                                f"or run 'lab cleanup' if that process is stuck")
             self.log(f"a previous run (pid {previous.pid}) did not tear down; cleaning it up")
             cleanup.cleanup()
-        topo = self.topology
-        switches = [s.switch for s in topo.sites.values()]
-        interfaces = [f"{s.switch}-eth{port}" for s in topo.sites.values()
-                      for port in topo.switch_ports(s.name)]
         self.state = RunState(run_id=new_run_id(), pid=os.getpid(),
                               pid_start=process_start(os.getpid()) or 0, started=time.time(),
-                              topology=topo.source, switches=switches,
-                              root_interfaces=interfaces, hosts=list(topo.hosts))
+                              topology=self.topology.source,
+                              switches=[s.switch for s in self.topology.sites.values()])
         self.state.save()
 
     # -- forwarding -------------------------------------------------------------------

@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from lab.network import Lab
+from measurements.stats import percentile
 
 RTT = re.compile(r"icmp_seq=(\d+) .*time=([0-9.]+) ms")
 
@@ -28,12 +29,6 @@ class PairRtt:
     def loss_pct(self) -> float:
         return 100.0 * (1 - len(self.samples) / self.sent) if self.sent else 100.0
 
-    def percentile(self, q: float) -> float | None:
-        if not self.samples:
-            return None
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
     @property
     def p50_ms(self) -> float | None:
         return statistics.median(self.samples) if self.samples else None
@@ -42,7 +37,7 @@ class PairRtt:
         return {
             "src": self.src, "dst": self.dst, "expected_rtt_ms": self.expected_rtt_ms,
             "n": len(self.samples), "sent": self.sent, "loss_pct": round(self.loss_pct, 2),
-            "p50_ms": self.p50_ms, "p99_ms": self.percentile(99),
+            "p50_ms": self.p50_ms, "p99_ms": percentile(self.samples, 99) if self.samples else None,
             "min_ms": min(self.samples, default=None), "max_ms": max(self.samples, default=None),
         }
 

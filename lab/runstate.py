@@ -37,8 +37,6 @@ class RunState:
     started: float
     topology: str
     switches: list[str] = field(default_factory=list)
-    root_interfaces: list[str] = field(default_factory=list)
-    hosts: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def owner_alive(self) -> bool:

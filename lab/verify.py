@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from lab.calibration import PROBE_GAP_MS, measurable_links, measure_links, site_pairs
 from lab.icmpprobe import measure
+from measurements.stats import percentile
 
 # Default tolerance per backend. netem runs in the kernel (microseconds); the userspace
 # backend rides on OVS's userspace datapath, whose own latency varies by tenths of a ms.
@@ -30,11 +31,6 @@ class Tolerance:
 
     def __str__(self) -> str:
         return f"{self.ms:g} ms + {self.pct:g} % of the expected RTT"
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def _row(src: str, dst: str, expected: float, samples: list[float], sent: int,

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lab import delayline  # noqa: E402
 from lab.delayline import LinkSpec  # noqa: E402
 from lab.netns import inside, named  # noqa: E402
+from measurements.stats import percentile  # noqa: E402
 
 NS_A = "hcdlt-bench-a"
 NS_B = "hcdlt-bench-b"
@@ -273,11 +274,6 @@ def cpu_share(pid: int, seconds: float) -> float:
     t0, c0 = time.monotonic(), cpu_ticks(pid)
     time.sleep(seconds)
     return (cpu_ticks(pid) - c0) / CLK_TCK / (time.monotonic() - t0)
-
-
-def percentile(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def summarize(lat: list[float], delay_ms: float, base: float) -> dict[str, Any]:
