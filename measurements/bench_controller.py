@@ -197,13 +197,10 @@ def bench_first_packet(lab, repeat: int) -> list[dict]:
     return rows
 
 
-def bench_port_down(lab, repeat: int) -> list[dict]:
-    src, dst, a, b = "svrga", "pg1", "rga", "lz1a"
-    topo = lab.topology
+def outage_runs(lab, src: str, dst: str, repeat: int, cut, settle, repair,
+                what: dict) -> list[dict]:
+    """Cut, measure the outage under the 1 ms probe, repair, wait for the original path."""
     original = path_of(lab, src, dst)
-    assert [a, b] == original[:2], original
-    switch = lab.net.get(topo.sites[a].switch)  # its ports may live in its namespace
-    port = f"{switch.name}-eth{topo.port_to(a, b)}"
     rows = []
     for _ in range(repeat):
         probe = Prober(lab, src, dst)
@@ -211,18 +208,31 @@ def bench_port_down(lab, repeat: int) -> list[dict]:
         time.sleep(0.3)
         t0 = time.time()
         try:
-            switch.cmd(f"ip link set dev {port} down")
-            time.sleep(0.7)
+            cut()
+            settle()
             detour = path_of(lab, src, dst)
         finally:
             probe.finish()
-            switch.cmd(f"ip link set dev {port} up")
+            repair()
         ms, lost = outage_ms(probe, t0)
-        rows.append({"link": f"{a}-{b}", "outage_ms": ms, "lost": lost,
-                     "detour": detour})
-        wait_until(lambda: path_of(lab, src, dst) == original, 5, "path back after port up")
+        rows.append({**what, "outage_ms": ms, "lost": lost, "detour": detour})
+        wait_until(lambda: path_of(lab, src, dst) == original, 5, "the original path back")
         time.sleep(0.3)
     return rows
+
+
+def bench_port_down(lab, repeat: int) -> list[dict]:
+    src, dst, a, b = "svrga", "pg1", "rga", "lz1a"
+    topo = lab.topology
+    original = path_of(lab, src, dst)
+    assert [a, b] == original[:2], original
+    switch = lab.net.get(topo.sites[a].switch)  # its ports may live in its namespace
+    port = f"{switch.name}-eth{topo.port_to(a, b)}"
+    return outage_runs(lab, src, dst, repeat,
+                       cut=lambda: switch.cmd(f"ip link set dev {port} down"),
+                       settle=lambda: time.sleep(0.7),
+                       repair=lambda: switch.cmd(f"ip link set dev {port} up"),
+                       what={"link": f"{a}-{b}"})
 
 
 def bench_silent_dc(lab, repeat: int, site: str = "dc1") -> list[dict]:
@@ -231,25 +241,15 @@ def bench_silent_dc(lab, repeat: int, site: str = "dc1") -> list[dict]:
     original = path_of(lab, src, dst)
     assert site in original[1:-1], f"{src} -> {dst} does not cross {site}: {original}"
     indices = {link.index for link in topo.links if site in (link.a, link.b)}
-    rows = []
-    for _ in range(repeat):
-        probe = Prober(lab, src, dst)
-        probe.start()
-        time.sleep(0.3)
-        t0 = time.time()
-        try:
-            lab.emulation.set_loss(indices, 100.0)
-            wait_until(lambda: site not in path_of(lab, src, dst), 5, f"route around silent {site}")
-            time.sleep(0.5)
-            detour = path_of(lab, src, dst)
-        finally:
-            probe.finish()
-            lab.emulation.set_loss(indices, 0.0)
-        ms, lost = outage_ms(probe, t0)
-        rows.append({"site": site, "outage_ms": ms, "lost": lost, "detour": detour})
-        wait_until(lambda: path_of(lab, src, dst) == original, 5, "path back after the DC returns")
-        time.sleep(0.3)
-    return rows
+
+    def settle():
+        wait_until(lambda: site not in path_of(lab, src, dst), 5, f"route around silent {site}")
+        time.sleep(0.5)
+
+    return outage_runs(lab, src, dst, repeat,
+                       cut=lambda: lab.emulation.set_loss(indices, 100.0), settle=settle,
+                       repair=lambda: lab.emulation.set_loss(indices, 0.0),
+                       what={"site": site})
 
 
 def summary(name: str, values: list[float | None]) -> dict:
