@@ -47,10 +47,15 @@ LAG_OPERATION = "replication_lag"
 SUMMARY_FIELDS = ("placement", "site", "kind", "operation", "n", "errors", "p50_ms", "p95_ms",
                   "p99_ms", "mean_ms", "ci95_low_ms", "ci95_high_ms")
 WORKER_TIMEOUT_S = 1800
-NEAR_RTT_MS = 5.0  # placements up to this RTT to the primary run alone
-STREAM_TARGET_S = 25.0  # a far placement gets enough streams to finish in about this
+NEAR_RTT_MS = 5.0  # placements up to this RTT to the primary run their primary work alone
+SOLO_READ_RTT_MS = 20.0  # ... and up to this one their single query (5 % of it is < 1 ms)
+STREAM_TARGET_S = 25.0  # work run at once gets enough streams to finish in about this
 READ_TARGET_S = 5.0  # the same for the far placements' single-query phase
 MAX_STREAMS = 8
+PING_IDLE_MS = 0.3  # a ping waits this long after the previous answer, as a client would
+# Network round trips per sample of each operation (page: its N queries).
+ROUND_TRIPS = {"read": lambda n: 1, "page": lambda n: n, "replica_read": lambda n: 1,
+               "write": lambda n: 4, "connect": lambda n: 4}
 LAG_FLAG_PREFIX = "lag-active-"
 
 
@@ -156,6 +161,54 @@ def write_json(path: Path, data) -> None:
 
 # -- the run --------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Phase:
+    """Work run at once: host -> its operations; target_s None: one stream, run alone."""
+
+    title: str
+    work: dict[str, list[str]]
+    target_s: float | None
+
+
+def plan_phases(hosts: list[str], ops: list[str], rtt_ms: dict[str, float]) -> list[Phase]:
+    """The order of the benchmark's work, so that every figure is measured undisturbed
+    where it must be precise and the run still fits in a few minutes.
+
+    A near placement (RTT to the primary up to NEAR_RTT_MS) is CPU-sensitive: its work on the
+    primary runs alone, one placement at a time. So does the single query of a placement up
+    to SOLO_READ_RTT_MS, where 5 % of the RTT is under a millisecond. The other single
+    queries then run at once: reads cost the server little and a far path allows more. The
+    rest (the far placements' work, and every replica read: a far path for the near
+    placements) runs at once, split over parallel streams, each request still timed on its
+    own connection.
+    """
+    alone: list[Phase] = []
+    far_reads: dict[str, list[str]] = {}
+    rest: dict[str, list[str]] = {}
+    for host in hosts:
+        rtt = rtt_ms[host]
+        if rtt <= NEAR_RTT_MS:
+            own = [op for op in ops if op != "replica_read"]
+        elif rtt <= SOLO_READ_RTT_MS:
+            own = ["read"]
+        else:
+            own = []
+        if own:
+            alone.append(Phase(f"{host} alone", {host: own}, None))
+        if "read" not in own:
+            far_reads[host] = ["read"]
+        left = [op for op in ops if op not in own and op != "read"]
+        if left:
+            rest[host] = left
+    phases = alone
+    if far_reads:
+        phases.append(Phase(f"{len(far_reads)} far placements: reads", far_reads,
+                            READ_TARGET_S))
+    if rest:
+        phases.append(Phase(f"{len(rest)} placements at once", rest, STREAM_TARGET_S))
+    return phases
+
+
 def placements_of(topology) -> list[Placement]:
     """Every service and monolith host, in file order."""
     return [Placement(h.name, h.site, topology.sites[h.site].kind)
@@ -248,13 +301,7 @@ class _Bench:
         return [op for op in OPERATIONS if op != "replica_read" or self.replica is not None]
 
     def run(self, placements: list[Placement]) -> tuple[list[Sample], dict[str, Placement]]:
-        """Ping, then the workload: near placements one at a time, far ones all at once.
-
-        A near placement (RTT to the primary up to NEAR_RTT_MS) is CPU-sensitive: it runs
-        alone. A far one spends its time waiting on the network, so the far placements run
-        together, each split over enough parallel streams (one connection each) to finish
-        in about STREAM_TARGET_S; each request is still timed on its own connection.
-        """
+        """Ping every placement, then run the phases of `plan_phases`, each phase at once."""
         primary = self.dbs.primary
         topo = self.lab.topology
         server = Placement(primary.name, topo.hosts[primary.name].site, "db-host")
@@ -263,66 +310,74 @@ class _Bench:
         if self.dbs.standby is not None:
             standby = self.dbs.standby.name
             info[standby] = Placement(standby, topo.hosts[standby].site, "db-standby")
-        ops = self.operations()
         rtts = {p.host: self._ping(p) for p in everyone}
-        near = [p for p in everyone if _p50(rtts[p.host]) <= NEAR_RTT_MS]
-        far = [p for p in everyone if p not in near]
-        results: dict[str, list[Sample]] = {}
+        rtt = {host: _p50(found) for host, found in rtts.items()}
+        replica_rtt = self._estimate_rtts([p.host for p in everyone], self.replica.name) \
+            if self.replica is not None else {}
+        phases = plan_phases([p.host for p in everyone], self.operations(), rtt)
+        results: dict[str, list[Sample]] = {p.host: [] for p in everyone}
         lag = self._start_lag_sampler()
-        progress = Progress(TextColumn("{task.description:<32}"), BarColumn(),
+        progress = Progress(TextColumn("{task.description:<36}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
         try:
             with progress:
-                task = progress.add_task("database benchmark",
-                                         total=len(everyone) * len(ops) * self.samples)
-                for place in near:
-                    progress.update(task, description=f"{place.host} ({place.kind})")
-                    results.update(self._workloads([place], ops, {place.host: 1}, progress, task))
-                if far:
-                    # The single query first, every far placement at once and nothing else:
-                    # reads cost the server little, so they do not slow each other down,
-                    # while connections and writes would.
-                    progress.update(task, description=f"{len(far)} far placements: reads")
-                    reads = {p.host: self._streams(_p50(rtts[p.host]), 1, READ_TARGET_S)
-                             for p in far}
-                    first = self._workloads(far, ["read"], reads, progress, task)
-                    rest = [op for op in ops if op != "read"]
-                    streams = {p.host: self._streams(_p50(rtts[p.host]), self.page_queries + 11,
-                                                     STREAM_TARGET_S) for p in far}
-                    progress.update(task, description=f"{len(far)} far placements at once")
-                    second = self._workloads(far, rest, streams, progress, task)
-                    for p in far:
-                        results[p.host] = first.get(p.host, []) + second.get(p.host, [])
+                task = progress.add_task("database benchmark", total=sum(
+                    len(ops) for phase in phases for ops in phase.work.values()) * self.samples)
+                for phase in phases:
+                    progress.update(task, description=phase.title)
+                    streams = {host: self._streams(ops, rtt[host], replica_rtt.get(host, 0.0),
+                                                   phase.target_s)
+                               for host, ops in phase.work.items()}
+                    found = self._workloads([info[h] for h in phase.work], phase.work, streams,
+                                            progress, task)
+                    for host, got in found.items():
+                        results[host] += got
         finally:
             lag_records = self._stop_lag_sampler(lag)
         samples: list[Sample] = []
+        order = {op: i for i, op in enumerate(OPERATIONS)}
         for place in everyone:
-            samples += rtts[place.host] + results.get(place.host, [])
+            got = sorted(results[place.host], key=lambda s: (order[s.operation], s.start_time))
+            samples += rtts[place.host] + got
         if self.dbs.standby is not None:
             samples += [Sample(self.dbs.standby.name, LAG_OPERATION, r["commit"], r["lag_ms"])
                         for r in lag_records]
         return samples, info
 
-    def _streams(self, rtt_ms: float, round_trips: int, target_s: float) -> int:
-        """Parallel streams for a far placement: its estimated run time / target_s.
-
-        round_trips per sample of the operations run: page N, connect ~4, write ~4,
-        replica read ~1, read 1.
-        """
-        estimate_s = self.samples * round_trips * rtt_ms / 1000
+    def _streams(self, ops: list[str], rtt_ms: float, replica_rtt_ms: float,
+                 target_s: float | None) -> int:
+        """Parallel streams (one connection each) to finish a placement's share in target_s."""
+        if target_s is None:
+            return 1
+        per_sample_ms = sum(ROUND_TRIPS[op](self.page_queries)
+                            * (replica_rtt_ms if op == "replica_read" else rtt_ms) for op in ops)
+        estimate_s = self.samples * per_sample_ms / 1000
         return max(1, min(MAX_STREAMS, self.samples, math.ceil(estimate_s / target_s)))
 
     # -- pieces ----------------------------------------------------------------------------
+
+    def _estimate_rtts(self, hosts: list[str], target: str) -> dict[str, float]:
+        """A quick RTT from each host to `target` (a few probes at once), for planning."""
+        found = measure(self.lab, [(h, h, target) for h in hosts if h != target], count=3,
+                        warmup=1)
+        return {h: (percentile(found[h][0], 50) if found.get(h, ([], 0))[0] else 0.0)
+                for h in hosts}
 
     def _ping(self, place: Placement) -> list[Sample]:
         """RTT from the placement's host to the primary, with the lab's ICMP prober.
 
         Kernel timestamps: ping's own process scheduling would add tenths of a ms, more
-        than the whole path to an Outpost.
+        than the whole path to an Outpost. One probe at a time, each PING_IDLE_MS after the
+        previous answer: a request/response client leaves the path idle between requests,
+        and waking the idle switches and delay line costs it up to tenths of a ms that a
+        stream of overlapping probes would not see.
         """
         started = time.time()
-        rtts, sent = measure(self.lab, [("rtt", place.host, self.dbs.primary.name)],
-                             count=self.ping_count, warmup=3)["rtt"]
+        key = [("rtt", place.host, self.dbs.primary.name)]
+        quick, _ = measure(self.lab, key, count=3, warmup=1)["rtt"]
+        gap_ms = (max(quick) if quick else 0.0) + PING_IDLE_MS
+        rtts, sent = measure(self.lab, key, count=self.ping_count, warmup=3,
+                             gap_ms=gap_ms)["rtt"]
         found = [Sample(place.host, RTT_OPERATION, started, rtt) for rtt in rtts]
         return found + [Sample(place.host, RTT_OPERATION, started, 0.0, ok=False)] * (sent - len(rtts))
 
@@ -349,15 +404,16 @@ class _Bench:
         finally:
             err.close()
 
-    def _workloads(self, places: list[Placement], ops: list[str], streams: dict[str, int],
-                   progress, task) -> dict[str, list[Sample]]:
-        """Run the workload from each placement (split over its streams), all at once."""
+    def _workloads(self, places: list[Placement], ops: dict[str, list[str]],
+                   streams: dict[str, int], progress, task) -> dict[str, list[Sample]]:
+        """Run each placement's operations (split over its streams), all at once."""
         running = []  # (placement, config, process, reader)
         for place in places:
             k = streams[place.host]
             for i in range(k):
                 share = self.samples // k + (1 if i < self.samples % k else 0)
-                config = self._config(f"{place.host}-{i}", operations=ops, samples=share,
+                config = self._config(f"{place.host}-{i}", operations=ops[place.host],
+                                      samples=share,
                                       seed=zlib.crc32(place.host.encode()) + i, mode="workload")
                 running.append((place, config, self._spawn(place.host, config),
                                 _LineReader(self.scratch / f"{place.host}-{i}.jsonl")))
@@ -390,9 +446,6 @@ class _Bench:
             found[place.host] += [Sample(place.host, r["operation"], r["start"],
                                          r["latency_ms"], r["ok"])
                                   for r in got if r["type"] == "sample"]
-        for host, got in found.items():  # streams interleaved: back in operation order
-            order = {op: i for i, op in enumerate(ops)}
-            got.sort(key=lambda s: (order.get(s.operation, len(order)), s.start_time))
         return found
 
     def _start_lag_sampler(self):

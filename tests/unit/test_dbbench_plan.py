@@ -1,0 +1,41 @@
+"""The database benchmark's schedule: what runs alone and what runs at once."""
+
+from __future__ import annotations
+
+from measurements.dbbench import (NEAR_RTT_MS, OPERATIONS, READ_TARGET_S, SOLO_READ_RTT_MS,
+                                  STREAM_TARGET_S, plan_phases)
+
+RTT = {"pg1": 0.01, "svop1a": 0.3, "svrga": 9.5, "svrgb": 72.0}
+
+
+def test_every_operation_of_every_placement_is_planned_once():
+    phases = plan_phases(list(RTT), list(OPERATIONS), RTT)
+    planned = [(host, op) for phase in phases for host, ops in phase.work.items() for op in ops]
+    assert sorted(planned) == sorted((h, op) for h in RTT for op in OPERATIONS)
+
+
+def test_near_work_and_mid_reads_run_alone_first():
+    assert 0.3 <= NEAR_RTT_MS < 9.5 <= SOLO_READ_RTT_MS < 72.0
+    phases = plan_phases(list(RTT), list(OPERATIONS), RTT)
+    alone = [p for p in phases if p.target_s is None]
+    assert [p.work for p in alone] == [
+        {"pg1": ["read", "page", "write", "connect"]},
+        {"svop1a": ["read", "page", "write", "connect"]},
+        {"svrga": ["read"]}]
+    assert phases[:len(alone)] == alone  # before anything runs at once
+
+
+def test_far_reads_then_everything_else_at_once():
+    phases = plan_phases(list(RTT), list(OPERATIONS), RTT)
+    reads, rest = phases[-2:]
+    assert reads.work == {"svrgb": ["read"]} and reads.target_s == READ_TARGET_S
+    assert rest.target_s == STREAM_TARGET_S
+    assert rest.work == {"pg1": ["replica_read"], "svop1a": ["replica_read"],
+                         "svrga": ["page", "replica_read", "write", "connect"],
+                         "svrgb": ["page", "replica_read", "write", "connect"]}
+
+
+def test_without_a_replica_and_without_far_placements():
+    ops = [op for op in OPERATIONS if op != "replica_read"]
+    phases = plan_phases(["pg1", "svop1a"], ops, RTT)
+    assert all(p.target_s is None for p in phases) and len(phases) == 2
