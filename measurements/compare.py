@@ -626,8 +626,8 @@ class _Run:
         task = progress.add_task(f"  database {phase}", total=len(places) * len(DB_OPERATIONS)
                                  * self.samples)
         try:
-            found = bench._workloads(places, list(DB_OPERATIONS), {p.host: 1 for p in places},
-                                     progress, task)
+            found = bench._workloads(places, {p.host: list(DB_OPERATIONS) for p in places},
+                                     {p.host: 1 for p in places}, progress, task)
         except DbBenchError as exc:
             self.console.print(f"[yellow]{scenario.name} / {strategy} ({phase}): {exc}")
             found = {}
