@@ -61,6 +61,10 @@ DB_OPERATIONS = ("connect", "read", "page")
 PAGE_QUERIES = 5
 CLIENT_INTERVAL_S = 0.025
 SERVICE_INTERVAL_S = 0.1
+WRITER_INTERVAL_S = 0.2  # each service and monolith host writes through the db VIP this often
+# The failover manager (measurements/failover.py) in the standby's host: a check of the
+# primary every 0.1 s, 0.2 s to answer, promotion after 3 misses in a row.
+FAILOVER = {"interval_s": 0.1, "timeout_s": 0.2, "misses": 3}
 REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 3.0  # probes keep running this long after a failure is injected
 SETTLE_S = 0.5  # after a strategy change or a repair
@@ -397,6 +401,7 @@ def run_compare(topology, strategies=STRATEGIES, scenarios=SCENARIOS,
              "settings": {"samples": samples, "db_operations": list(DB_OPERATIONS),
                           "page_queries": PAGE_QUERIES, "client_interval_s": CLIENT_INTERVAL_S,
                           "service_interval_s": SERVICE_INTERVAL_S,
+                          "writer_interval_s": WRITER_INTERVAL_S, "failover": FAILOVER,
                           "request_timeout_s": REQUEST_TIMEOUT_S,
                           "failure_window_s": failure_window_s}}
     t_start = time.monotonic()
@@ -437,6 +442,7 @@ class _Run:
         self.samples, self.console = samples, console
         self.failure_window_s = failure_window_s
         self.server: subprocess.Popen | None = None
+        self.failover: subprocess.Popen | None = None
         self.dbs = None
         self.db_start_s = 0.0
         self.scratch: Path | None = None
@@ -467,17 +473,78 @@ class _Run:
                                        cwd=str(ROOT), env=self.env, text=True)
         if self.server.stdout.readline().strip() != "ready":
             raise CompareError("the application server did not start")
+        self.db_env = {**self.dbs.client_env(self.lab.state.run_id), "PYTHONPATH": str(ROOT)}
+        self._start_failover()
 
     def stop(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()
-            try:
-                self.server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait()
+        for proc in (self.server, self.failover):
+            _terminate(proc)
         if self.dbs is not None:
             self.dbs.stop()
+
+    def _spawn_in(self, host: str, module: str, name: str, config: dict) -> subprocess.Popen:
+        """python -m module CONFIG inside a lab host, with the databases' client env."""
+        path = self._write_config(name, config)
+        Path(config["out"]).unlink(missing_ok=True)
+        with open(path.with_suffix(".err"), "wb") as err:
+            return self.lab.host(host).popen([sys.executable, "-m", module, str(path)],
+                                             stdin=subprocess.DEVNULL, stdout=err,
+                                             stderr=subprocess.STDOUT, cwd=str(ROOT),
+                                             env=self.db_env)
+
+    def _start_failover(self) -> None:
+        """The failover manager next to the standby; waits until it watches."""
+        standby = self.dbs.standby
+        if standby is None:
+            return
+        out = self.scratch / "failover.jsonl"
+        self.failover = self._spawn_in(standby.name, "measurements.failover", "failover", {
+            **FAILOVER, "primary": {"host": self.dbs.primary.ip, "port": self.dbs.port},
+            "standby": self.dbs.conninfo(standby), "out": str(out)})
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.failover.poll() is None:
+            if _json_lines(out, "ready"):
+                return
+            time.sleep(0.05)
+        raise CompareError(f"{standby.name}: the failover manager did not start: "
+                           f"{out.with_suffix('.err').read_text(errors='replace')[-500:]}")
+
+    def _after_promotion(self, record: dict, step) -> None:
+        """If the standby was promoted: note when, then make it a standby of the primary again."""
+        if self.failover is None:
+            return
+        promoted = _json_lines(self.scratch / "failover.jsonl", "promoted")
+        if not promoted:
+            return
+        record["promotion"] = promoted[0]
+        step("re-seeding the standby from the primary")
+        _terminate(self.failover)
+        t0 = time.monotonic()
+        self.dbs.reseed_standby()
+        record["reseed_s"] = round(time.monotonic() - t0, 3)
+        self._start_failover()
+
+    def _start_writers(self) -> dict[str, subprocess.Popen]:
+        """Every service and monolith host writes through the db service's address."""
+        db = self.services[DB_SERVICE]
+        target = {"host": db["vip"], "port": db["port"], "dbname": self.dbs.dbname,
+                  "user": self.dbs.user}
+        return {h: self._spawn_in(h, "measurements.dbbench_worker", f"writer-{h}", {
+                    "mode": "writer", "primary": target, "patients": self.dbs.size.patients,
+                    "interval_s": WRITER_INTERVAL_S, "seed": i,
+                    "out": str(self.scratch / f"writer-{h}.jsonl")})
+                for i, h in enumerate(db["consumers"])
+                if self.topo.hosts[h].role in ("service", "monolith")}
+
+    def _writer_requests(self, writers: dict[str, subprocess.Popen]) -> list[dict]:
+        """Stop the writers; their writes as probe records of kind "writer"."""
+        for proc in writers.values():
+            _terminate(proc)
+        return [{"kind": "writer", "src": host, "start": r["start"],
+                 "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
+                 "served_by": None, "error": r.get("error")}
+                for host in writers
+                for r in _json_lines(self.scratch / f"writer-{host}.jsonl", "sample")]
 
     def _write_config(self, name: str, config: dict) -> Path:
         path = self.scratch / f"{name}.json"
@@ -530,12 +597,7 @@ class _Run:
                                 cwd=str(ROOT), env=self.env)
 
     def _stop_probe(self, proc: subprocess.Popen) -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=REQUEST_TIMEOUT_S + 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _terminate(proc, timeout=REQUEST_TIMEOUT_S + 10)
 
     def _choices(self) -> dict:
         return {s["name"]: s["choices"] for s in self.lab.controller.get("endpoints")["services"]}
@@ -551,6 +613,7 @@ class _Run:
         paths_before = ctl.get("paths")["paths"]
         raw = self.scratch / "requests.jsonl"
         prober = self._start_probe(raw)
+        writers = self._start_writers()
         cut_off = [h.name for h in self.topo.hosts.values() if h.site in scenario.isolated]
         db_rows: list[list] = []
         try:
@@ -575,12 +638,14 @@ class _Run:
                 time.sleep(self.failure_window_s / 2)
         finally:
             self._stop_probe(prober)
+            written = self._writer_requests(writers)
         record["end"] = time.time()
-        self._append_requests(raw, scenario.name, strategy)
+        self._append_requests(raw, written, scenario.name, strategy)
         self._append_db(db_rows)
         if scenario.links:
             step("waiting for the paths to come back")
             record["recovered"] = self._wait_recovered(paths_before)
+            self._after_promotion(record, step)
             time.sleep(SETTLE_S)
         record["cut_off_hosts"] = cut_off
         with open(self.out / "cells.jsonl", "a") as f:
@@ -597,14 +662,13 @@ class _Run:
             time.sleep(0.1)
         return False
 
-    def _append_requests(self, raw: Path, scenario: str, strategy: str) -> None:
+    def _append_requests(self, raw: Path, written: list[dict], scenario: str,
+                         strategy: str) -> None:
         sites = {h.name: h.site for h in self.topo.hosts.values()}
-        with open(raw) as src, open(self.out / "requests.jsonl", "a") as dst:
-            for line in src:
-                if line.strip():
-                    rec = json.loads(line)
-                    dst.write(json.dumps({"scenario": scenario, "strategy": strategy, **rec,
-                                          "site": sites.get(rec["src"])}) + "\n")
+        with open(self.out / "requests.jsonl", "a") as dst:
+            for rec in _json_lines(raw) + written:
+                dst.write(json.dumps({"scenario": scenario, "strategy": strategy, **rec,
+                                      "site": sites.get(rec["src"])}) + "\n")
 
     def _append_db(self, rows: list[list]) -> None:
         path = self.out / "db.csv"
@@ -663,6 +727,34 @@ def _vip_bench_class():
 
 def _VipBench(*args):
     return _vip_bench_class()(*args)
+
+
+def _terminate(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _json_lines(path: Path, kind: str | None = None) -> list[dict]:
+    """The whole lines of a JSON-lines file another process writes (of one "type")."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line still being written
+            continue
+        if kind is None or rec.get("type") == kind:
+            records.append(rec)
+    return records
 
 
 def _write_json(path: Path, data) -> None:

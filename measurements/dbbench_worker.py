@@ -13,7 +13,8 @@ for progress):
     {"type": "ready"}  (lag mode: connected, watching)
     {"type": "done"}
 
-Modes: `workload` runs the operations in turn (warm-up first, not recorded); `lag` runs on
+Modes: `workload` runs the operations in turn (warm-up first, not recorded); `writer` writes
+every `interval_s` until SIGTERM (lab compare's continuous write probe); `lag` runs on
 the standby's host until SIGTERM and reports, for each transaction it sees replayed, the
 time from its commit on the primary to its replay on the standby (the same clock: all hosts
 share the machine's), half-way between the two polls that bracket the replay. It polls
@@ -39,17 +40,33 @@ OPERATIONS = ("read", "page", "replica_read", "write", "connect")
 LAG_FAST_POLL_S = 0.001
 LAG_IDLE_POLL_S = 0.02
 LAG_DRAIN_S = 0.3  # the write phase's flag stays this long after the last commit
+WRITER_CONNECT_TIMEOUT_S = 2  # libpq's shortest connection timeout
+WRITER_TCP_TIMEOUT_MS = 1000
 
 
 class Stop(Exception):
     """SIGTERM: finish the current line and exit."""
 
 
-def connect(target: dict) -> psycopg.Connection:
+def connect(target: dict, connect_timeout: int = 10, **options) -> psycopg.Connection:
     """A connection as a plain client makes it: TCP, startup, SCRAM; no TLS, no prepares."""
     return psycopg.connect(host=target["host"], port=target["port"], dbname=target["dbname"],
                            user=target["user"], sslmode="disable", gssencmode="disable",
-                           connect_timeout=10, autocommit=True, prepare_threshold=None)
+                           connect_timeout=connect_timeout, autocommit=True,
+                           prepare_threshold=None, **options)
+
+
+def write_transaction(conn: psycopg.Connection, rng: random.Random, patients: int) -> bool:
+    """A write transaction: a new appointment and its claim."""
+    pid = rng.randint(1, patients)
+    with conn.transaction():
+        aid = conn.execute(
+            "INSERT INTO appointments (patient_id, scheduled_at, status) "
+            "VALUES (%s, now(), 'booked') RETURNING appointment_id", (pid,)).fetchone()[0]
+        cid = conn.execute(
+            "INSERT INTO claims (appointment_id, amount, status, submitted_at) "
+            "VALUES (%s, 42.00, 'submitted', now()) RETURNING claim_id", (aid,)).fetchone()
+    return aid is not None and cid is not None
 
 
 class Workload:
@@ -129,16 +146,8 @@ class Workload:
         return ok
 
     def write(self) -> bool:
-        """A write transaction on the primary: a new appointment and its claim."""
-        pid = self.rng.randint(1, self.patients)
-        with self.primary.transaction():
-            aid = self.primary.execute(
-                "INSERT INTO appointments (patient_id, scheduled_at, status) "
-                "VALUES (%s, now(), 'booked') RETURNING appointment_id", (pid,)).fetchone()[0]
-            cid = self.primary.execute(
-                "INSERT INTO claims (appointment_id, amount, status, submitted_at) "
-                "VALUES (%s, 42.00, 'submitted', now()) RETURNING claim_id", (aid,)).fetchone()
-        return aid is not None and cid is not None
+        """A write transaction on the primary."""
+        return write_transaction(self.primary, self.rng, self.patients)
 
 
 def run_workload(config: dict, out) -> None:
@@ -179,6 +188,41 @@ def run_workload(config: dict, out) -> None:
         if flag is not None:
             flag.unlink(missing_ok=True)
         work.close()
+
+
+def run_writer(config: dict, out) -> None:
+    """A service writing through the database's address every `interval_s` until SIGTERM.
+
+    A write that breaks the connection makes the next one reconnect. A silently cut path
+    would block a write for minutes: TCP_USER_TIMEOUT ends it after WRITER_TCP_TIMEOUT_MS of
+    unanswered data, and a connection attempt gives up after libpq's shortest timeout.
+    """
+    rng = random.Random(config.get("seed", 1))
+    conn = None
+    try:
+        while True:
+            start, t0, error = time.time(), time.perf_counter(), None
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = connect(config["primary"], connect_timeout=WRITER_CONNECT_TIMEOUT_S,
+                                   tcp_user_timeout=WRITER_TCP_TIMEOUT_MS)
+                ok = write_transaction(conn, rng, config["patients"])
+            except psycopg.Error as exc:
+                ok, error = False, (str(exc).strip().splitlines() or ["error"])[0][:200]
+                if conn is not None and conn.broken:  # not for a refusal, e.g. read-only
+                    conn.close()
+                    conn = None
+            record = {"type": "sample", "operation": "write", "start": round(start, 6),
+                      "latency_ms": round((time.perf_counter() - t0) * 1000, 4), "ok": ok}
+            if error:
+                record["error"] = error
+            write_line(out, record)
+            time.sleep(max(0.0, start + config["interval_s"] - time.time()))
+    except Stop:
+        pass
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def run_lag(config: dict, out) -> None:
@@ -231,8 +275,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     with open(config["out"], "a") as out:
         try:
-            if config.get("mode", "workload") == "lag":
+            mode = config.get("mode", "workload")
+            if mode == "lag":
                 run_lag(config, out)
+            elif mode == "writer":
+                run_writer(config, out)
             else:
                 run_workload(config, out)
         except Stop:

@@ -212,6 +212,22 @@ class Databases:
     def servers(self) -> list[Database]:
         return [db for db in (self.standby, self.primary) if db is not None]
 
+    def reseed_standby(self) -> None:
+        """Make the standby a fresh streaming copy of the primary again (after a promotion:
+        the old primary came back, and two primaries must not stay)."""
+        standby = self.standby
+        standby.stop()
+        shutil.rmtree(standby.data_dir, ignore_errors=True)
+        # The primary's sender to the old standby may not have noticed the cut yet: it
+        # still holds the replication slot the new copy needs.
+        self.primary.psql(f"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                          f"WHERE slot_name = '{SLOT}' AND active_pid IS NOT NULL;\n"
+                          f"DO $$ BEGIN FOR i IN 1..100 LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM "
+                          f"pg_replication_slots WHERE slot_name = '{SLOT}' AND active); "
+                          f"PERFORM pg_sleep(0.05); END LOOP; END $$;\n")
+        _base_backup(standby, self.primary, self.password, self.base_dir)
+        standby.start()
+
     def stop(self) -> None:
         """Stop the standby, then the primary, and remove their directories; idempotent."""
         errors = []
@@ -332,6 +348,9 @@ def _load(db: Database, password: str, size: DataSize) -> None:
     db.psql(f"SET ROLE {USER};\n" + SCHEMA.read_text(), dbname=DBNAME,
             variables={"patients": size.patients, "appointments": size.appointments,
                        "claims": size.claims})
+    # The failover manager (measurements/failover.py) promotes the standby as the lab user.
+    db.psql(f"GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO {USER};\n",
+            dbname=DBNAME)
 
 
 def _base_backup(standby: Database, primary: Database, password: str, base: Path) -> None:

@@ -15,6 +15,12 @@ Definitions used throughout:
   outage is the largest over its sources. Its resolution is the probe interval;
 - after failure: successful requests sent between the failure and the repair. (Failed
   requests after the repair, while traffic moves back, still count in the failed share.)
+- writes: each service and monolith host writes a transaction through the db service's
+  address every few hundred ms; the write outage is taken over the writers whose last write
+  before the failure succeeded (a writer sent to the read-only standby has no outage to
+  measure: its refusals count as failed writes); "read-only" counts refused writes;
+- promotion: from the failure to the failover manager's pg_promote() returning, from its
+  own record (the standby's host shares the machine's clock).
 """
 
 from __future__ import annotations
@@ -106,6 +112,21 @@ def _group_stats(requests: list[dict], failure: float | None,
     return row
 
 
+def _writes(writes: list[dict], failure: float | None, repair: float | None,
+            cut_off: frozenset) -> dict:
+    """Write stats; the outage only over writers that wrote successfully before the failure."""
+    refused = set(cut_off)
+    if failure is not None:
+        for src in {r["src"] for r in writes}:
+            before = [r for r in writes if r["src"] == src and r["start"] < failure]
+            if not before or not max(before, key=lambda r: r["start"])["ok"]:
+                refused.add(src)
+    row = _group_stats(writes, failure, repair, frozenset(refused))
+    row["read_only"] = sum(1 for r in writes if not r["ok"] and "read-only" in (r["error"] or ""))
+    row["writers_measured"] = len({r["src"] for r in writes} - refused)
+    return row
+
+
 def compute(raw: dict) -> dict:
     """Every number of the report, from the raw records."""
     setup = raw["setup"]
@@ -128,6 +149,7 @@ def compute(raw: dict) -> dict:
         reqs = by_cell.get(key, [])
         clients = [r for r in reqs if r["kind"] == "client"]
         services = [r for r in reqs if r["kind"] == "service"]
+        writes = [r for r in reqs if r["kind"] == "writer"]
         regions = []
         for src in sorted({r["src"] for r in clients}, key=lambda h: list(hosts).index(h)):
             mine = [r for r in clients if r["src"] == src]
@@ -160,12 +182,22 @@ def compute(raw: dict) -> dict:
                       "clients": _group_stats(clients, failure, repair),
                       "services": _group_stats(services, failure, repair,
                                                frozenset(cell.get("cut_off_hosts", ()))),
+                      "writes": _writes(writes, failure, repair,
+                                        frozenset(cell.get("cut_off_hosts", ()))),
+                      "promotion_ms": _promotion_ms(cell),
                       "db_read": stats(db_before),
                       "db_errors": sum(not r["ok"] for r in db),
                       "regions": regions, "placements": placements})
     results = {"setup": setup, "cells": cells}
     results["findings"] = findings(results)
     return results
+
+
+def _promotion_ms(cell: dict) -> float | None:
+    promotion, failure = cell.get("promotion"), cell.get("failure")
+    if not promotion or failure is None:
+        return None
+    return round((promotion["promoted"] - failure) * 1000, 1)
 
 
 # -- sentences -------------------------------------------------------------------------------
@@ -207,6 +239,14 @@ def findings(results: dict) -> list[str]:
                      f"with {best['strategy']} the {len(best['regions'])} clinics are served "
                      f"{_served(best, setup)}; with {worst['strategy']} {_served(worst, setup)}")
         out.append(text + ".")
+        refused = [c for c in cells if c["writes"]["read_only"]]
+        if refused:
+            out.append(f"{scenario}: writes refused by the read-only standby (the db address "
+                       f"sends some services to the nearer standby): " + "; ".join(
+                           f"{c['strategy']} {100 * c['writes']['read_only'] / c['writes']['requests']:.0f} %"
+                           for c in refused) + "; " + (", ".join(
+                           c["strategy"] for c in cells if c not in refused) or "none")
+                       + " sent every write to the primary.")
         if any(c["failure"] is not None for c in cells):
             def key(c):
                 o = c["clients"]["outage_ms"]
@@ -226,6 +266,18 @@ def findings(results: dict) -> list[str]:
                     desc += f", {moved} clinic(s) moved to another endpoint"
                 parts.append(f"{c['strategy']}: {desc}")
             out.append(f"{scenario}, availability: " + "; ".join(parts) + ".")
+            wr = [c for c in cells if c["writes"]["requests"]]
+            if wr:
+                parts = []
+                for c in wr:
+                    w = c["writes"]
+                    desc = (f"write outage {_ms(w['outage_ms'])} over {w['writers_measured']} "
+                            f"writer(s)" if w["writers_measured"] else "no writer wrote before")
+                    if c["promotion_ms"] is not None:
+                        desc += f", standby promoted {c['promotion_ms']:.0f} ms after the failure"
+                    parts.append(f"{c['strategy']}: {desc}")
+                out.append(f"{scenario}, writes through the db address: " + "; ".join(parts)
+                           + ".")
             svc = [c for c in cells if c["services"]["requests"]]
             if svc:
                 s_best = min(svc, key=lambda c: (c["services"]["outage_ms"] is None,
@@ -250,6 +302,12 @@ def _outage(row: dict, failure) -> str:
     return "not recovered" if row["outage_ms"] is None else f"{row['outage_ms']:.0f}"
 
 
+def _write_outage(cell: dict) -> str:
+    if cell["failure"] is not None and not cell["writes"]["writers_measured"]:
+        return "no writer"
+    return _outage(cell["writes"], cell["failure"])
+
+
 def render_markdown(results: dict) -> str:
     setup = results["setup"]
     topo = setup["topology"]
@@ -267,7 +325,12 @@ def render_markdown(results: dict) -> str:
              f"connects to the db service's virtual address every "
              f"{st['service_interval_s'] * 1000:g} ms. Outage = longest run of failed "
              f"requests after the failure, per source, largest over sources (resolution: "
-             f"the probe interval).",
+             f"the probe interval). Writes: each service and monolith host writes a "
+             f"transaction through the db service's virtual address every "
+             f"{st.get('writer_interval_s', 0) * 1000:g} ms; a failover manager next to the "
+             f"standby promotes it after {st.get('failover', {}).get('misses', '-')} failed "
+             f"checks of the primary, {st.get('failover', {}).get('interval_s', 0) * 1000:g} ms "
+             f"apart (the standby is re-seeded from the primary after the repair).",
              f"- Database: dbbench's connect, read and page ({st['page_queries']} queries) "
              f"from every placement through the db virtual address, {st['samples']} of each "
              f"per placement and phase.",
@@ -292,8 +355,9 @@ def render_markdown(results: dict) -> str:
                   "Client latency in ms (all clinics); outage in ms; DB read: median of the "
                   "placements' indexed reads before any failure.", "",
                   "| strategy | p50 | p95 | p99 | failed % | client outage | clinics interrupted "
-                  "| p50 after failure | service outage | DB read p50 |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| p50 after failure | service outage | DB read p50 | writes failed % "
+                  "| write outage | promoted after |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for c in cells:
             cl, sv = c["clients"], c["services"]
             lines.append(f"| {c['strategy']} | {_f(cl['p50_ms'])} | {_f(cl['p95_ms'])} | "
@@ -301,7 +365,8 @@ def render_markdown(results: dict) -> str:
                          f"{_outage(cl, c['failure'])} | "
                          f"{cl['sources_interrupted'] if c['failure'] else '-'} | "
                          f"{_f(cl['after_p50_ms'])} | {_outage(sv, c['failure'])} | "
-                         f"{_f(c['db_read']['p50_ms'], 2)} |")
+                         f"{_f(c['db_read']['p50_ms'], 2)} | {_f(c['writes']['failed_pct'], 1)} | "
+                         f"{_write_outage(c)} | {_f(c['promotion_ms'], 0)} |")
         lines += ["", "Per client region: p50 / p95 / p99 ms (endpoint serving it"
                       + (", -> after the failure" if cells[0]["failure"] else "") + ")", "",
                   "| clinic | " + " | ".join(c["strategy"] for c in cells) + " |",
@@ -366,7 +431,8 @@ def print_main_table(console, results: dict) -> None:
     for scenario in dict.fromkeys(c["scenario"] for c in results["cells"]):
         table = Table(title=f"{scenario}: clinic clients (ms)")
         for col in ("strategy", "p50", "p95", "p99", "failed %", "outage", "after p50",
-                    "service outage", "DB read p50"):
+                    "service outage", "DB read p50", "writes failed %", "write outage",
+                    "promoted after"):
             table.add_column(col, justify="left" if col == "strategy" else "right")
         for c in results["cells"]:
             if c["scenario"] != scenario:
@@ -375,7 +441,8 @@ def print_main_table(console, results: dict) -> None:
             table.add_row(c["strategy"], _f(cl["p50_ms"]), _f(cl["p95_ms"]), _f(cl["p99_ms"]),
                           _f(cl["failed_pct"], 2), _outage(cl, c["failure"]),
                           _f(cl["after_p50_ms"]), _outage(sv, c["failure"]),
-                          _f(c["db_read"]["p50_ms"], 2))
+                          _f(c["db_read"]["p50_ms"], 2), _f(c["writes"]["failed_pct"], 1),
+                          _write_outage(c), _f(c["promotion_ms"], 0))
         console.print(table)
     for sentence in results["findings"]:
         console.print(f"- {sentence}")

@@ -50,6 +50,23 @@ def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
     assert all(r["served_by_after"] and r["served_by_after"] != r["served_by"]
                for r in failover["regions"])
 
+    # Disaster recovery: the failover manager promoted the standby, the writers that wrote to
+    # the primary before the failure wrote again (to the promoted standby) before the repair,
+    # and after the repair the standby was re-seeded and streams from the primary again.
+    cells = [json.loads(line) for line in open(tmp_path / "cells.jsonl")]
+    for c in cells:
+        if c["scenario"] == "dc-failure":
+            assert c["failure"] < c["promotion"]["promoted"] < c["repair"], c["strategy"]
+            assert c["promotion"]["ok"] and c["reseed_s"] > 0
+        else:
+            assert "promotion" not in c
+    writes = failover["writes"]
+    assert writes["writers_measured"] >= 1 and writes["outage_ms"] is not None
+    assert 0 < failover["promotion_ms"] < 3000
+    normal_ps = next(c for c in results["cells"]
+                     if c["scenario"] == "normal" and c["strategy"] == "primary-standby")
+    assert normal_ps["writes"]["requests"] > 0 and normal_ps["writes"]["failed"] == 0
+
     for png in ("latency_cdf.png", "placement_bars.png", "failover_timeline.png", "map.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, png

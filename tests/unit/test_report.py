@@ -60,11 +60,20 @@ def raw_dir(tmp_path):
         requests.append(request("dc-failure", "latency", t, 3.0, served="svlz1"))
         requests.append(request("dc-failure", "hops", t, 1.0, ok=i != 11, src="svlz1",
                                 kind="service"))
+        # writes: svlz1 wrote to the primary until the failure, then 0.5 s without (promotion);
+        # mono1 was refused by the read-only standby all along (no outage of its own)
+        requests.append(request("dc-failure", "hops", t, 2.0, ok=not 10 <= i <= 14,
+                                src="svlz1", kind="writer"))
+        requests.append({**request("dc-failure", "hops", t, 0.0, ok=False, src="mono1",
+                                   kind="writer"), "error": "cannot execute INSERT in a "
+                                                            "read-only transaction"})
     with open(tmp_path / "requests.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in requests)
     cells = [{"scenario": "normal", "strategy": s, "start": T0} for s in ("hops", "latency")]
     cells += [{"scenario": "dc-failure", "strategy": s, "start": T0, "failure": T0 + 1.0,
-               "repair": T0 + 2.95, "end": T0 + 3.0, "links_cut": [1, 2]}
+               "repair": T0 + 2.95, "end": T0 + 3.0, "links_cut": [1, 2],
+               "promotion": {"first_miss": T0 + 1.05, "detected": T0 + 1.3,
+                             "promoted": T0 + 1.45, "ok": True}}
               for s in ("hops", "latency")]
     with open(tmp_path / "cells.jsonl", "w") as f:
         f.writelines(json.dumps(c) + "\n" for c in cells)
@@ -106,6 +115,22 @@ def test_outage_is_the_longest_failed_run_before_the_repair(raw_dir):
     assert hops["regions"][0]["served_by"] == "mono1"
     assert hops["regions"][0]["served_by_after"] == "svlz1"
     assert cell(results, "dc-failure", "latency")["clients"]["outage_ms"] == 0.0
+
+
+def test_write_outage_only_over_writers_that_wrote_before(raw_dir):
+    results = compute(load_raw(raw_dir))
+    hops = cell(results, "dc-failure", "hops")
+    writes = hops["writes"]
+    assert writes["requests"] == 40 and writes["failed"] == 5 + 20
+    assert writes["read_only"] == 20 and writes["writers_measured"] == 1
+    assert writes["outage_ms"] == pytest.approx(500.0, abs=1e-3)
+    assert hops["promotion_ms"] == pytest.approx(450.0)
+    assert cell(results, "normal", "hops")["writes"]["requests"] == 0
+    findings = results["findings"]
+    assert any("hops: write outage 500.0 ms over 1 writer(s), standby promoted 450 ms after "
+               "the failure" in s for s in findings)
+    assert any(s.startswith("dc-failure: writes refused by the read-only standby") and
+               "hops 50 %" in s for s in findings)
 
 
 def test_outage_function_edges():
