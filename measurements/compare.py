@@ -599,6 +599,17 @@ class _Run:
     def _stop_probe(self, proc: subprocess.Popen) -> None:
         _terminate(proc, timeout=REQUEST_TIMEOUT_S + 10)
 
+    def _expected_rtts(self, choices: dict) -> dict:
+        """The model's round trip from each consumer to its chosen endpoint, along the path
+        the controller installed: service -> consumer -> ms (None: no path)."""
+        delays = {(p["src"], p["dst"]): p["delay_ms"]
+                  for p in self.lab.controller.get("paths")["paths"]}
+        return {svc: {consumer: (round(2 * delays[(consumer, endpoint)], 4)
+                                 if endpoint and delays.get((consumer, endpoint)) is not None
+                                 else None)
+                      for consumer, endpoint in chosen.items()}
+                for svc, chosen in choices.items()}
+
     def _choices(self) -> dict:
         return {s["name"]: s["choices"] for s in self.lab.controller.get("endpoints")["services"]}
 
@@ -610,6 +621,7 @@ class _Run:
         record = {"scenario": scenario.name, "strategy": strategy, "links_cut": list(scenario.links),
                   "isolated": list(scenario.isolated), "start": time.time()}
         record["choices_before"] = self._choices()
+        record["expected_rtt_ms"] = self._expected_rtts(record["choices_before"])
         paths_before = ctl.get("paths")["paths"]
         raw = self.scratch / "requests.jsonl"
         prober = self._start_probe(raw)

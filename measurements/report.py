@@ -33,6 +33,7 @@ from pathlib import Path
 from measurements.stats import summarize
 
 REPORT_FILES = ("report.md", "results.json")
+MODEL_DIFF_MS = 0.5  # expected round trips closer than this count as the same
 
 
 class ReportError(ValueError):
@@ -187,7 +188,8 @@ def compute(raw: dict) -> dict:
                       "promotion_ms": _promotion_ms(cell),
                       "db_read": stats(db_before),
                       "db_errors": sum(not r["ok"] for r in db),
-                      "regions": regions, "placements": placements})
+                      "regions": regions, "placements": placements,
+                      "expected_rtt_ms": cell.get("expected_rtt_ms")})
     results = {"setup": setup, "cells": cells}
     results["findings"] = findings(results)
     return results
@@ -219,6 +221,64 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} ms"
 
 
+def _measured(cell: dict, service: str, consumer: str) -> float | None:
+    """The measured p50 behind an expected round trip: a clinic's request, a service's read."""
+    if service == "app":
+        found = [r["p50_ms"] for r in cell["regions"] if r["client"] == consumer]
+    else:
+        found = [p["p50_ms"] for p in cell["placements"] if p["placement"] == consumer
+                 and p["operation"] == "read" and p["phase"] == "before"]
+    return found[0] if found else None
+
+
+def expected_differences(base: dict, other: dict) -> tuple[list[dict], int]:
+    """Consumers whose expected round trip differs between two strategies' cells, with what
+    was measured; and how many were expected to be the same."""
+    differ, same = [], 0
+    for service, consumers in (other.get("expected_rtt_ms") or {}).items():
+        for consumer, rtt in consumers.items():
+            ref = (base.get("expected_rtt_ms") or {}).get(service, {}).get(consumer)
+            if rtt is None or ref is None:
+                continue
+            if abs(rtt - ref) <= MODEL_DIFF_MS:
+                same += 1
+                continue
+            differ.append({"service": service, "consumer": consumer, "expected_base_ms": ref,
+                           "expected_ms": rtt, "measured_base_ms": _measured(base, service, consumer),
+                           "measured_ms": _measured(other, service, consumer)})
+    return differ, same
+
+
+def model_findings(cells: list[dict]) -> list[str]:
+    """Where the model says a strategy should beat hops (or lose to it), what was measured."""
+    base = next((c for c in cells if c["strategy"] == "hops"), None)
+    out = []
+    for cell in cells:
+        if base is None or cell is base or cell["strategy"] == "primary-standby":
+            continue
+        differ, same = expected_differences(base, cell)
+        if not differ and not same:
+            continue
+        if not differ:
+            out.append(f"{cell['scenario']}, {cell['strategy']} vs hops: the model expects no "
+                       f"difference here (same endpoint and round trip for all {same} "
+                       f"consumers).")
+            continue
+        agree = sum(1 for d in differ if d["measured_ms"] is not None
+                    and d["measured_base_ms"] is not None
+                    and (d["measured_ms"] < d["measured_base_ms"])
+                    == (d["expected_ms"] < d["expected_base_ms"]))
+        parts = [f"{d['service']} from {d['consumer']}: expected {d['expected_ms']:.1f} vs "
+                 f"{d['expected_base_ms']:.1f} ms, measured p50 {_ms(d['measured_ms'])} vs "
+                 f"{_ms(d['measured_base_ms'])}" for d in differ]
+        out.append(f"{cell['scenario']}, {cell['strategy']} vs hops, where the model expects "
+                   f"a difference ({len(differ)} of {len(differ) + same} consumers; round "
+                   f"trips along the installed paths): " + "; ".join(parts)
+                   + f". Measured in the expected order for {agree} of {len(differ)}; the "
+                   f"other {same} consumers get the same endpoint and round trip.")
+    return out
+
+
 def findings(results: dict) -> list[str]:
     """A few sentences per scenario, each stating a comparison the table shows."""
     setup = results["setup"]
@@ -239,6 +299,7 @@ def findings(results: dict) -> list[str]:
                      f"with {best['strategy']} the {len(best['regions'])} clinics are served "
                      f"{_served(best, setup)}; with {worst['strategy']} {_served(worst, setup)}")
         out.append(text + ".")
+        out += model_findings([c for c in cells if c["failure"] is None])
         refused = [c for c in cells if c["writes"]["read_only"]]
         if refused:
             out.append(f"{scenario}: writes refused by the read-only standby (the db address "

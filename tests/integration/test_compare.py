@@ -54,6 +54,9 @@ def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
     # the primary before the failure wrote again (to the promoted standby) before the repair,
     # and after the repair the standby was re-seeded and streams from the primary again.
     cells = [json.loads(line) for line in open(tmp_path / "cells.jsonl")]
+    for c in cells:  # the model's round trips along the installed paths, for the report
+        assert set(c["expected_rtt_ms"]) == {"app", "db"}
+        assert c["expected_rtt_ms"]["db"]["svop1a"] == pytest.approx(0.4, abs=0.05)
     for c in cells:
         if c["scenario"] == "dc-failure":
             assert c["failure"] < c["promotion"]["promoted"] < c["repair"], c["strategy"]

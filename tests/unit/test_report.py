@@ -69,7 +69,10 @@ def raw_dir(tmp_path):
                                                             "read-only transaction"})
     with open(tmp_path / "requests.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in requests)
-    cells = [{"scenario": "normal", "strategy": s, "start": T0} for s in ("hops", "latency")]
+    expected = {"hops": {"app": {"c1": 10.0}, "db": {"svlz1": 5.0}},
+                "latency": {"app": {"c1": 3.0}, "db": {"svlz1": 5.2}}}
+    cells = [{"scenario": "normal", "strategy": s, "start": T0, "expected_rtt_ms": expected[s]}
+             for s in ("hops", "latency")]
     cells += [{"scenario": "dc-failure", "strategy": s, "start": T0, "failure": T0 + 1.0,
                "repair": T0 + 2.95, "end": T0 + 3.0, "links_cut": [1, 2],
                "promotion": {"first_miss": T0 + 1.05, "detected": T0 + 1.3,
@@ -131,6 +134,15 @@ def test_write_outage_only_over_writers_that_wrote_before(raw_dir):
                "the failure" in s for s in findings)
     assert any(s.startswith("dc-failure: writes refused by the read-only standby") and
                "hops 50 %" in s for s in findings)
+
+
+def test_model_differences_name_the_consumers_and_what_was_measured(raw_dir):
+    findings = compute(load_raw(raw_dir))["findings"]
+    model = next(s for s in findings if s.startswith("normal, latency vs hops"))
+    assert "(1 of 2 consumers" in model
+    assert "app from c1: expected 3.0 vs 10.0 ms, measured p50 6.5 ms vs 24.5 ms" in model
+    assert "expected order for 1 of 1" in model and "other 1 consumers" in model
+    assert not any(s.startswith("dc-failure, latency vs hops") for s in findings)
 
 
 def test_outage_function_edges():
