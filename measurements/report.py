@@ -15,8 +15,8 @@ Definitions used throughout:
   outage is the largest over its sources. Its resolution is the probe interval;
 - after failure: successful requests sent between the failure and the repair. (Failed
   requests after the repair, while traffic moves back, still count in the failed share.)
-- writes: each service and monolith host writes a transaction through the db service's
-  address every few hundred ms; the write outage is taken over the writers whose last write
+- writes (cells with a failure): each service and monolith host writes a transaction
+  through the db service's address every few hundred ms; the write outage is taken over the writers whose last write
   before the failure succeeded (a writer sent to the read-only standby has no outage to
   measure: its refusals count as failed writes); "read-only" counts refused writes;
 - promotion: from the failure to the failover manager's pg_promote() returning, from its
@@ -386,7 +386,8 @@ def render_markdown(results: dict) -> str:
              f"connects to the db service's virtual address every "
              f"{st['service_interval_s'] * 1000:g} ms. Outage = longest run of failed "
              f"requests after the failure, per source, largest over sources (resolution: "
-             f"the probe interval). Writes: each service and monolith host writes a "
+             f"the probe interval). Writes (in the cells with a failure): each service and "
+             f"monolith host writes a "
              f"transaction through the db service's virtual address every "
              f"{st.get('writer_interval_s', 0) * 1000:g} ms; a failover manager next to the "
              f"standby promotes it after {st.get('failover', {}).get('misses', '-')} failed "

@@ -66,9 +66,8 @@ def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
     writes = failover["writes"]
     assert writes["writers_measured"] >= 1 and writes["outage_ms"] is not None
     assert 0 < failover["promotion_ms"] < 3000
-    normal_ps = next(c for c in results["cells"]
-                     if c["scenario"] == "normal" and c["strategy"] == "primary-standby")
-    assert normal_ps["writes"]["requests"] > 0 and normal_ps["writes"]["failed"] == 0
+    assert all(c["writes"]["requests"] == 0 for c in results["cells"]
+               if c["scenario"] == "normal")  # writers run only in the cells with a failure
 
     for png in ("latency_cdf.png", "placement_bars.png", "failover_timeline.png", "map.png"):
         data = (tmp_path / png).read_bytes()
