@@ -1,9 +1,9 @@
 """The os-ken application: a thin layer between OpenFlow 1.3 and `RoutingCore`.
 
 Every handler takes the event's time, asks the core what should change and sends it; all
-flow-mods go out through `_send_changes`, all probes through `_send_probes` (as Faucet's
-valve_ryuapp does with its Valve). The launcher sets `HybridLabApp.config` before os-ken's
-AppManager instantiates the app.
+flow-mods go out through `_send_changes`, all probes and echo requests through `_send_round`
+(as Faucet's valve_ryuapp does with its Valve). The launcher sets `HybridLabApp.config`
+before os-ken's AppManager instantiates the app.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from controllers.flows import (
     CONTROLLER, COOKIE_MASK, ETH_TYPE_PROBE, IN_PORT, FlowChanges, FlowEntry,
     GotoTable, Move, Output, SetField,
 )
-from controllers.monitor import Probe
+from controllers.monitor import Round
 from controllers.rest import serve
 from controllers.services import Service, default_services
 from topologies.model import Topology
@@ -146,16 +146,16 @@ class HybridLabApp(app_manager.OSKenApp):
             with self.lock:
                 now = time.time()
                 before = set(self.core.probe_down)
-                probes, changes = self.core.tick(now)
+                round_, changes = self.core.tick(now, self._own_cpu_s())
                 self._send_changes(changes)
                 self._log_probe_verdicts(before)
-                self._send_probes(probes)
-                for dpid, dp in self.datapaths.items():
-                    echo = dp.ofproto_parser.OFPEchoRequest(dp, data=b"hclab")
-                    dp.set_xid(echo)
-                    self.core.echo_sent(dpid, echo.xid, time.time())
-                    dp.send_msg(echo)
+                self._send_round(round_)
             hub.sleep(self.core.options.probe_interval_s)
+
+    def _own_cpu_s(self) -> float:
+        """The controller's CPU time so far, without what answering the REST API took (a
+        client polling it should not slow probing down)."""
+        return time.process_time() - (self.rest.cpu_s if self.rest is not None else 0.0)
 
     def _log_probe_verdicts(self, before: set) -> None:
         for lid in self.core.probe_down - before:
@@ -165,14 +165,23 @@ class HybridLabApp(app_manager.OSKenApp):
 
     # Sending: the only places that talk to switches
 
-    def _send_probes(self, probes: list[Probe]) -> None:
-        for probe in probes:
+    def _send_round(self, round_: Round) -> None:
+        """The probes, then the echo requests (each behind its switch's packet-outs)."""
+        for probe in round_.probes:
             dp = self.datapaths.get(probe.dpid)
             if dp is None:
                 continue
             ofp, parser = dp.ofproto, dp.ofproto_parser
             dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
                                             actions=[parser.OFPActionOutput(probe.port)], data=probe.data))
+        for dpid in round_.echoes:
+            dp = self.datapaths.get(dpid)
+            if dp is None:
+                continue
+            echo = dp.ofproto_parser.OFPEchoRequest(dp, data=b"hclab")
+            dp.set_xid(echo)
+            self.core.echo_sent(dpid, echo.xid, time.time())
+            dp.send_msg(echo)
 
     def _send_changes(self, changes: list[FlowChanges]) -> None:
         for change in changes:

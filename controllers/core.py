@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controllers.flows import FlowChanges, diff
-from controllers.monitor import DelayMonitor, Probe
+from controllers.monitor import DelayMonitor, Round
 from controllers.planner import Plan, host_paths, plan
 from controllers.routing import NetworkState, effective_delays, link_id
 from controllers.services import Service
@@ -21,7 +21,7 @@ from topologies.model import Topology
 
 @dataclass(frozen=True)
 class Options:
-    probe_interval_s: float = 0.2
+    probe_interval_s: float = 0.2  # the shortest; longer on a slow machine (monitor.py)
     probe_misses: int = 3  # lost probes in a row (with the switches answering) mean a link is down
     # Let measured delays override configured ones where they clearly differ. Off by
     # default: probes through a Python controller and the userspace datapath read ~1-2 ms
@@ -91,13 +91,14 @@ class RoutingCore:
             return []
         return self._check_silent(now)
 
-    def tick(self, now: float) -> tuple[list[Probe], list[FlowChanges]]:
-        """Every probe interval: probes to send, and changes for links that went quiet."""
+    def tick(self, now: float, cpu_s: float) -> tuple[Round, list[FlowChanges]]:
+        """Every probe interval: the probes and echo requests due, and changes for links
+        that went quiet. `cpu_s`: the controller's CPU time so far."""
         changes = self._check_silent(now)
         if (not changes and self.options.use_measured
                 and now - self._last_recompute >= self.options.recompute_interval_s):
             changes = self.recompute(now)
-        return self.monitor.next_probes(now), changes
+        return self.monitor.next_round(now, cpu_s), changes
 
     def _check_silent(self, now: float) -> list[FlowChanges]:
         silent = self.monitor.silent()
@@ -172,6 +173,8 @@ class RoutingCore:
                 "down_by": [r for r, s in (("port", self.port_down), ("probe", self.probe_down)) if lid in s],
             })
         return {"control_rtt_ms": {self.site_of[d]: round(r * 1000, 4) for d, r in self.monitor.rtt_s.items()},
+                "probe_period_s": round(self.monitor.period_s, 4),
+                "probe_margin_ms": round(self.monitor.margin * 1000, 4),
                 "links": rows}
 
     def view_endpoints(self, now: float) -> dict:

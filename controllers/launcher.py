@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rest-host", default=LOCALHOST)
     p.add_argument("--rest-port", type=int, default=8080, help="0 disables the REST API")
     p.add_argument("--probe-interval", type=float, default=Options.probe_interval_s,
-                   help="seconds between delay probes and echo requests")
+                   help="least seconds between rounds of delay probes and echo requests "
+                        "(more where the controller or the switches are slow)")
     p.add_argument("--probe-misses", type=int, default=Options.probe_misses,
                    help="probe intervals without an answer before a link counts as down")
     p.add_argument("--measured-delays", action="store_true",

@@ -5,9 +5,25 @@ it back (packet-in); the time between, minus half the control-channel round trip
 of the two switches (OpenFlow echo), is the link's one-way delay. A link direction that
 stops returning probes is down even when no port went down (a failure in the middle of an
 emulated link changes no carrier). A probe only counts as lost once both switches have
-answered an echo request sent after it: when the controller or the switch stalls (a loaded
-machine), every probe is late but no link is blamed. Pure bookkeeping: the caller passes
-`now` and sends.
+answered an echo request sent after it (plus the link's round trip and a margin): when the
+controller or the switch stalls (a loaded machine), every probe is late but no link is
+blamed. Pure bookkeeping: the caller passes `now` and sends.
+
+Probing adapts to the machine's speed, so that it neither overloads a slow controller nor
+blames a healthy link there, and still notices a silent failure within a second on a fast
+one. Probes go out in rounds, each followed by an echo request to every switch (which the
+switch answers after the round's packet-outs, on the same connection):
+- a switch gets no new round before it answered the last one, so at most one round waits
+  in any control channel;
+- rounds are at least the configured interval apart, at least twice the slowest switch's
+  echo round trip (the switches spend at most about half their control time on probes),
+  and far enough apart that probing takes at most CPU_SHARE of the controller's CPU (the
+  CPU time from round to round, averaged, measured by the caller like `now`);
+- the margin a probe gets beyond its link's round trip grows with how much later than the
+  echoes probes have recently come back.
+Fixed 5 Hz probing of every link direction once took a Python controller under software
+emulation (QEMU TCG) tens of seconds behind: answers came back after they were given up
+on, the echoes behind them proved the switches alive, and healthy links were declared down.
 """
 
 from __future__ import annotations
@@ -24,6 +40,8 @@ from topologies.model import Topology
 PROBE_DST = "01:80:c2:00:00:0e"  # LLDP nearest-bridge group: never forwarded by a bridge
 PROBE_SRC = "02:4c:ff:00:00:01"
 PROBE_MAGIC = b"HLPR"
+CPU_SHARE = 0.2  # the most of one CPU that the controller's probing may take
+MAX_PERIOD_S = 5.0  # however slow the machine, a round at least this often
 _PAYLOAD = struct.Struct("!4sQIQ")  # magic, source dpid, source port, sequence number
 ETH_HEADER = struct.Struct("!6s6sH")
 
@@ -66,6 +84,14 @@ def parse_probe(data: bytes) -> tuple[int, int, int] | None:
     return (dpid, port, seq) if magic == PROBE_MAGIC else None
 
 
+@dataclass(frozen=True)
+class Round:
+    """What to send at one tick: the probes, then an echo request to each of `echoes`."""
+
+    probes: list[Probe] = field(default_factory=list)
+    echoes: list[int] = field(default_factory=list)  # dpids
+
+
 @dataclass
 class _DirectionState:
     started: float | None = None  # when probing began (both switches connected)
@@ -78,22 +104,45 @@ class DelayMonitor:
     def __init__(self, topology: Topology, interval_s: float = 0.2, misses: int = 3,
                  margin_s: float = 0.05):
         self.topology = topology
-        self.interval_s = interval_s
+        self.interval_s = interval_s  # the shortest time between two rounds
         self.misses = misses
-        self.margin_s = margin_s  # beyond the link's round trip, time a probe gets to return
+        self.margin_s = margin_s  # the least time a probe gets beyond its link's round trip
         self.directions: dict[tuple[int, int], Direction] = {}  # (src dpid, src port) -> it
+        self.delay_s: dict[tuple[int, int], float] = {}  # the same -> the link's one-way delay
         for link in topology.links:
             for a, b in ((link.a, link.b), (link.b, link.a)):
                 d = Direction(a, int(topology.sites[a].dpid, 16), topology.port_to(a, b),
                               b, int(topology.sites[b].dpid, 16), topology.port_to(b, a))
                 self.directions[(d.src_dpid, d.src_port)] = d
+                self.delay_s[(d.src_dpid, d.src_port)] = link.delay_ms / 1000
         self.state = {key: _DirectionState() for key in self.directions}
         self.rtt_s: dict[int, float] = {}
         self.echo_ok: dict[int, float] = {}  # dpid -> send time of the latest answered echo
         self._echo_pending: dict[tuple[int, int], float] = {}
         self._pending: dict[int, tuple[tuple[int, int], float]] = {}
         self._seq = 0
+        self._last_round: tuple[float, float] | None = None  # (now, CPU time) at the last round
+        self.round_cpu_s = 0.0  # the controller's CPU time from one round to the next (average)
+        # How much later than an echo to its destination switch each recent probe came back
+        # (beyond its link's one-way delay): what the margin must cover.
+        self.lateness_s: deque = deque(maxlen=256)
         self.connected: set[int] = set()
+
+    @property
+    def period_s(self) -> float:
+        """Time between rounds: the interval, or longer on a slow machine (see above)."""
+        slow = max(2 * max(self.rtt_s.values(), default=0.0), self.round_cpu_s / CPU_SHARE)
+        return max(self.interval_s, min(slow, MAX_PERIOD_S))
+
+    @property
+    def margin(self) -> float:
+        """Time a probe gets beyond its link's round trip before an echo can prove it lost."""
+        return max(self.margin_s, 2 * max(self.lateness_s, default=0.0))
+
+    @property
+    def wait_s(self) -> float:
+        """How long an unanswered probe or echo is waited for."""
+        return 10 * self.period_s + 1
 
     def switch_connected(self, dpid: int, now: float) -> None:
         self.connected.add(dpid)
@@ -107,22 +156,42 @@ class DelayMonitor:
         self.connected.discard(dpid)
         self.rtt_s.pop(dpid, None)
         self.echo_ok.pop(dpid, None)
+        self._echo_pending = {k: t for k, t in self._echo_pending.items() if k[0] != dpid}
         for key, d in self.directions.items():
             if dpid in (d.src_dpid, d.dst_dpid):
                 self.state[key] = _DirectionState()
 
-    def next_probes(self, now: float) -> list[Probe]:
-        """One probe per direction whose two switches are connected."""
+    def next_round(self, now: float, cpu_s: float) -> Round:
+        """The probes and echo requests due now (none before the period is over); `cpu_s`
+        is the controller's CPU time so far (time.process_time()).
+
+        Every connected switch that answered its last echo gets one, and every direction
+        between two such switches a probe; a switch still busy with its last round waits
+        (up to `wait_s`, then it is asked again).
+        """
+        last = self._last_round
+        if last is not None and now - last[0] < self.period_s - self.interval_s / 2:
+            return Round()
+        wait = self.wait_s
+        self._pending = {s: p for s, p in self._pending.items() if now - p[1] < wait}
+        self._echo_pending = {k: t for k, t in self._echo_pending.items() if now - t < wait}
+        busy = {dpid for dpid, _ in self._echo_pending}
+        ready = sorted(self.connected - busy)
+        if not ready:
+            return Round()
+        if last is not None:  # averaged over about 4 rounds: a reroute's cost passes
+            self.round_cpu_s += (cpu_s - last[1] - self.round_cpu_s) / 4
+        self._last_round = (now, cpu_s)
         probes = []
-        self._pending = {s: p for s, p in self._pending.items() if now - p[1] < 10 * self.interval_s + 1}
         for key, st in self.state.items():
-            if st.started is None:
+            d = self.directions[key]
+            if st.started is None or d.src_dpid in busy or d.dst_dpid in busy:
                 continue
             self._seq += 1
             self._pending[self._seq] = (key, now)
             st.unanswered.append(now)
             probes.append(Probe(key[0], key[1], probe_frame(key[0], key[1], self._seq)))
-        return probes
+        return Round(probes, ready)
 
     def echo_sent(self, dpid: int, xid: int, now: float) -> None:
         self._echo_pending[(dpid, xid)] = now
@@ -143,23 +212,31 @@ class DelayMonitor:
         d = self.directions.get((src_dpid, src_port))
         if pending is None or d is None or (d.dst_dpid, d.dst_port) != (dpid, in_port):
             return None
-        st = self.state[(src_dpid, src_port)]
+        key, sent = pending
+        st = self.state[key]
         control = (self.rtt_s.get(d.src_dpid, 0.0) + self.rtt_s.get(d.dst_dpid, 0.0)) / 2
-        st.samples.append(max(0.0, now - pending[1] - control) * 1000)
+        st.samples.append(max(0.0, now - sent - control) * 1000)
+        echo = self.rtt_s.get(d.dst_dpid, 0.0)
+        self.lateness_s.append(max(0.0, now - sent - self.delay_s[key] - echo))
         st.last_rx = now
-        st.unanswered.clear()
+        while st.unanswered and st.unanswered[0] <= sent:  # it and the probes before it
+            st.unanswered.popleft()
         return d
 
     def silent(self) -> set[frozenset[str]]:
         """Links with a direction that lost `misses` probes in a row while both switches
-        answered echo requests sent after those probes (plus the link's round trip)."""
+        answered echo requests sent after those probes (plus the link's round trip and
+        the margin)."""
         quiet = set()
+        margin = self.margin
         for key, st in self.state.items():
+            if len(st.unanswered) < self.misses:
+                continue
             d = self.directions[key]
             if st.started is None or d.src_dpid not in self.echo_ok or d.dst_dpid not in self.echo_ok:
                 continue
             proof = min(self.echo_ok[d.src_dpid], self.echo_ok[d.dst_dpid])
-            allowance = 2 * self.topology.link_between(d.src_site, d.dst_site).delay_ms / 1000 + self.margin_s
+            allowance = 2 * self.delay_s[key] + margin
             if sum(1 for sent in st.unanswered if sent + allowance <= proof) >= self.misses:
                 quiet.add(link_id(d.src_site, d.dst_site))
         return quiet

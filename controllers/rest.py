@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
@@ -105,9 +106,26 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(backend: Backend, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
+class ApiServer(ThreadingHTTPServer):
+    """One thread per request; `cpu_s` adds up the CPU time those threads used."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+        super().__init__(address, handler)
+        self.cpu_s = 0.0
+        self._cpu_lock = threading.Lock()
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._cpu_lock:
+                self.cpu_s += time.thread_time()
+
+
+def serve(backend: Backend, host: str = "127.0.0.1", port: int = 8080) -> ApiServer:
     """Start serving in a daemon thread; call `.shutdown()` on the result to stop."""
-    server = ThreadingHTTPServer((host, port), _handler(backend))
-    server.daemon_threads = True
+    server = ApiServer((host, port), _handler(backend))
     threading.Thread(target=server.serve_forever, name="rest", daemon=True).start()
     return server
