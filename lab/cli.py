@@ -23,6 +23,7 @@ from lab.emulation import CHOICES
 from lab.network import CONTROLLER_HELP, Lab, LabError, parse_controller
 from lab.links import LinkParamError
 from lab.signals import Interrupted, stop_signals_raise
+from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
 from topologies.mininet_topo import DEFAULT_TOPOLOGY
 from topologies.model import Topology, TopologyError, load
 
@@ -377,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated (default: %(default)s); --strategy is not used")
     cmp_.add_argument("--scenarios", default="normal,dc-failure,lz-cut,service-link-cut",
                       help="comma-separated (default: %(default)s)")
-    cmp_.add_argument("--samples", type=int, default=5,
+    cmp_.add_argument("--samples", type=int, default=DEFAULT_COMPARE_SAMPLES,
                       help="database requests per operation, placement and phase "
                            "(default: %(default)s)")
     cmp_.add_argument("--out", help="results directory (default: results/compare-<time>)")

@@ -56,7 +56,7 @@ from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("hops", "latency", "geo", "primary-standby")
 SCENARIOS = ("normal", "dc-failure", "lz-cut", "service-link-cut")
-DEFAULT_SAMPLES = 5  # database requests per operation, placement and phase
+DEFAULT_SAMPLES = 10  # database requests per operation, placement and phase
 DB_OPERATIONS = ("connect", "read", "page")
 PAGE_QUERIES = 5
 CLIENT_INTERVAL_S = 0.025
