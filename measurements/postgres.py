@@ -192,6 +192,7 @@ class Databases:
     base_dir: Path
     size: DataSize
     stopped: bool = field(default=False)
+    reseeds: int = 0
 
     user: str = USER
     dbname: str = DBNAME
@@ -214,18 +215,21 @@ class Databases:
 
     def reseed_standby(self) -> None:
         """Make the standby a fresh streaming copy of the primary again (after a promotion:
-        the old primary came back, and two primaries must not stay)."""
+        the old primary came back, and two primaries must not stay).
+
+        The copy streams through a new replication slot: the primary's sender to the old
+        standby may hold the old one for many seconds (a sender that lost its peer in a cut
+        waits on TCP), and pg_terminate_backend cannot hurry a sender blocked on its socket.
+        Old slots that nobody uses any more are dropped.
+        """
         standby = self.standby
         standby.stop()
         shutil.rmtree(standby.data_dir, ignore_errors=True)
-        # The primary's sender to the old standby may not have noticed the cut yet: it
-        # still holds the replication slot the new copy needs.
-        self.primary.psql(f"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                          f"WHERE slot_name = '{SLOT}' AND active_pid IS NOT NULL;\n"
-                          f"DO $$ BEGIN FOR i IN 1..100 LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM "
-                          f"pg_replication_slots WHERE slot_name = '{SLOT}' AND active); "
-                          f"PERFORM pg_sleep(0.05); END LOOP; END $$;\n")
-        _base_backup(standby, self.primary, self.password, self.base_dir)
+        self.reseeds += 1
+        slot = f"{SLOT}_{self.reseeds}"
+        self.primary.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                          f"WHERE slot_name LIKE '{SLOT}%' AND NOT active;\n")
+        _base_backup(standby, self.primary, self.password, self.base_dir, slot, create=True)
         standby.start()
 
     def stop(self) -> None:
@@ -353,18 +357,20 @@ def _load(db: Database, password: str, size: DataSize) -> None:
             dbname=DBNAME)
 
 
-def _base_backup(standby: Database, primary: Database, password: str, base: Path) -> None:
-    """pg_basebackup -R of the primary, taken from inside the standby's host."""
+def _base_backup(standby: Database, primary: Database, password: str, base: Path,
+                 slot: str = SLOT, create: bool = False) -> None:
+    """pg_basebackup -R of the primary through `slot` (made first if `create`), taken from
+    inside the standby's host."""
     passfile = base / ".pgpass"
     passfile.write_text(f"{primary.ip}:{primary.port}:*:{USER}:{password}\n")
     passfile.chmod(0o600)
     _chown_postgres(passfile)
     env = dict(standby.env, PGPASSFILE=str(passfile))
-    run_in(standby.host, as_postgres([str(PG_BIN / "pg_basebackup"), "-h", primary.ip,
-                                      "-p", str(primary.port), "-U", USER, "-D", str(standby.data_dir),
-                                      "-R", "-X", "stream", "-S", SLOT, "-c", "fast",
-                                      "--no-sync", "-w"], env),
-           env, timeout=300, what=f"{standby.name}: pg_basebackup from {primary.name}")
+    argv = [str(PG_BIN / "pg_basebackup"), "-h", primary.ip, "-p", str(primary.port), "-U", USER,
+            "-D", str(standby.data_dir), "-R", "-X", "stream", "-S", slot, "-c", "fast",
+            "--no-sync", "-w"] + (["-C"] if create else [])
+    run_in(standby.host, as_postgres(argv, env), env, timeout=300,
+           what=f"{standby.name}: pg_basebackup from {primary.name}")
     # The copy carries the primary's socket lock file (the socket lives in the data directory).
     for lock in standby.data_dir.glob(".s.PGSQL.*"):
         lock.unlink()
