@@ -633,7 +633,7 @@ class _Run:
         try:
             step("database workload")
             t0 = time.monotonic()
-            db_rows += self._db_phase(scenario, strategy, "before", [], progress)
+            db_rows += self._db_phase(scenario, strategy, "before", [], progress, record)
             time.sleep(max(0.0, MIN_BEFORE_S - (time.monotonic() - t0)))
             if scenario.links:
                 step("failure injected")
@@ -643,7 +643,8 @@ class _Run:
                     time.sleep(self.failure_window_s)
                     record["choices_after"] = self._choices()
                     step("database workload after the failure")
-                    db_rows += self._db_phase(scenario, strategy, "after", cut_off, progress)
+                    db_rows += self._db_phase(scenario, strategy, "after", cut_off, progress,
+                                              record)
                 finally:
                     step("repair")
                     self.lab.emulation.set_loss(set(scenario.links), 0.0)
@@ -694,8 +695,12 @@ class _Run:
             writer.writerows(rows)
 
     def _db_phase(self, scenario: Scenario, strategy: str, phase: str, skip: list[str],
-                  progress) -> list[list]:
-        """The dbbench workload from every placement not cut off, all at once, via the VIP."""
+                  progress, record: dict) -> list[list]:
+        """The dbbench workload from every placement not cut off, all at once, via the VIP.
+
+        Its start and end go in the cell's record ("db_phases"): it loads both cores, so
+        the report leaves the probes' latencies of that time out (not their failures)."""
+        record.setdefault("db_phases", []).append([time.time(), None])
         from measurements.dbbench import DbBenchError, placements_of
 
         places = [p for p in placements_of(self.topo) if p.host not in skip]
@@ -711,6 +716,7 @@ class _Run:
             found = {}
         finally:
             progress.remove_task(task)
+            record["db_phases"][-1][1] = time.time()
         where = {p.host: p for p in places}
         return [[scenario.name, strategy, phase, s.placement, where[s.placement].site,
                  where[s.placement].kind, s.operation, f"{s.start_time:.6f}",

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.path import Path as Line  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from measurements.report import busy_windows, quiet  # noqa: E402
 from topologies.model import great_circle_km  # noqa: E402
 
 # Scatter style per kind of site; "metro" is a metro area drawn as one node on the whole map.
@@ -47,13 +48,15 @@ def latency_cdf(raw: dict, path: Path) -> None:
     strategies = raw["setup"]["strategies"]
     colors = _colors(strategies)
     scenarios = list(dict.fromkeys(c["scenario"] for c in raw["cells"]))
+    busy = busy_windows(raw)
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.6 * len(scenarios), 4.2),
                              sharey=True, squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
         for strategy in strategies:
             values = np.sort([r["latency_ms"] for r in raw["requests"] if r["kind"] == "client"
                               and r["ok"] and r["scenario"] == scenario
-                              and r["strategy"] == strategy])
+                              and r["strategy"] == strategy
+                              and quiet(r, busy.get((scenario, strategy), []))])
             if values.size:
                 ax.step(values, np.arange(1, values.size + 1) / values.size, where="post",
                         color=colors[strategy], label=f"{strategy} (n={values.size})")
@@ -64,7 +67,7 @@ def latency_cdf(raw: dict, path: Path) -> None:
         ax.legend(fontsize=8, loc="lower right")
     axes[0][0].set_ylabel("share of successful requests")
     fig.suptitle("Clinic clients -> app service: latency CDF per strategy "
-                 "(new TCP connection + request + answer)")
+                 "(new TCP connection + request + answer; outside the database workload)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

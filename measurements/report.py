@@ -13,6 +13,8 @@ Definitions used throughout:
   from the failback), from the first failed request's send time to the send time of the next
   successful one (0 if none failed; None if it never recovered before the repair); a cell's
   outage is the largest over its sources. Its resolution is the probe interval;
+- latency percentiles leave out the requests sent while the database workload ran (it loads
+  both cores of the machine; the cell's "db_phases"); failures and outages count them all;
 - after failure: successful requests sent between the failure and the repair. (Failed
   requests after the repair, while traffic moves back, still count in the failed share.)
 - writes (cells with a failure): each service and monolith host writes a transaction
@@ -88,10 +90,22 @@ def _max_outage(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else max(values, default=0.0)
 
 
+def quiet(request: dict, busy: list) -> bool:
+    """Sent outside every busy window (the database workload's [start, end])."""
+    return not any(start <= request["start"] < (end or float("inf")) for start, end in busy)
+
+
+def busy_windows(raw: dict) -> dict[tuple[str, str], list]:
+    """(scenario, strategy) -> its cell's database-workload windows."""
+    return {(c["scenario"], c["strategy"]): c.get("db_phases", []) for c in raw["cells"]}
+
+
 def _group_stats(requests: list[dict], failure: float | None,
-                 repair: float | None = None, cut_off: frozenset = frozenset()) -> dict:
-    """Percentiles, failed share, and the outage over the sources not cut off themselves."""
-    ok = [r["latency_ms"] for r in requests if r["ok"]]
+                 repair: float | None = None, cut_off: frozenset = frozenset(),
+                 busy: list = ()) -> dict:
+    """Percentiles (outside the busy windows), failed share, and the outage over the
+    sources not cut off themselves."""
+    ok = [r["latency_ms"] for r in requests if r["ok"] and quiet(r, busy)]
     row = {**stats(ok), "requests": len(requests),
            "failed": sum(not r["ok"] for r in requests)}
     row["failed_pct"] = 100.0 * row["failed"] / row["requests"] if requests else None
@@ -104,7 +118,7 @@ def _group_stats(requests: list[dict], failure: float | None,
         row["outage_ms"] = _max_outage(list(outages.values()))
         row["sources_interrupted"] = sum(1 for v in outages.values() if v != 0.0)
         after = [r["latency_ms"] for r in requests if r["ok"] and r["start"] >= failure
-                 and (repair is None or r["start"] < repair)]
+                 and (repair is None or r["start"] < repair) and quiet(r, busy)]
         row["after_p50_ms"] = stats(after)["p50_ms"]
     else:
         row["outage_ms"] = None
@@ -114,7 +128,7 @@ def _group_stats(requests: list[dict], failure: float | None,
 
 
 def _writes(writes: list[dict], failure: float | None, repair: float | None,
-            cut_off: frozenset) -> dict:
+            cut_off: frozenset, busy: list) -> dict:
     """Write stats; the outage only over writers that wrote successfully before the failure."""
     refused = set(cut_off)
     if failure is not None:
@@ -122,7 +136,7 @@ def _writes(writes: list[dict], failure: float | None, repair: float | None,
             before = [r for r in writes if r["src"] == src and r["start"] < failure]
             if not before or not max(before, key=lambda r: r["start"])["ok"]:
                 refused.add(src)
-    row = _group_stats(writes, failure, repair, frozenset(refused))
+    row = _group_stats(writes, failure, repair, frozenset(refused), busy)
     row["read_only"] = sum(1 for r in writes if not r["ok"] and "read-only" in (r["error"] or ""))
     row["writers_measured"] = len({r["src"] for r in writes} - refused)
     return row
@@ -148,6 +162,7 @@ def compute(raw: dict) -> dict:
             # outage window ends one request timeout before the repair.
             repair -= setup["settings"]["request_timeout_s"]
         reqs = by_cell.get(key, [])
+        busy = cell.get("db_phases", [])
         clients = [r for r in reqs if r["kind"] == "client"]
         services = [r for r in reqs if r["kind"] == "service"]
         writes = [r for r in reqs if r["kind"] == "writer"]
@@ -162,7 +177,7 @@ def compute(raw: dict) -> dict:
             regions.append({"client": src, "site": site, "label": sites[site]["label"],
                             "served_by": before.most_common(1)[0][0] if before else None,
                             "served_by_after": after.most_common(1)[0][0] if after else None,
-                            **_group_stats(mine, failure, repair)})
+                            **_group_stats(mine, failure, repair, busy=busy)})
         placements = []
         db = db_by_cell.get(key, [])
         for placement in dict.fromkeys(r["placement"] for r in db):
@@ -180,11 +195,11 @@ def compute(raw: dict) -> dict:
                      and r["operation"] == "read"]
         cells.append({"scenario": cell["scenario"], "strategy": cell["strategy"],
                       "failure": failure, "links_cut": cell.get("links_cut", []),
-                      "clients": _group_stats(clients, failure, repair),
+                      "clients": _group_stats(clients, failure, repair, busy=busy),
                       "services": _group_stats(services, failure, repair,
-                                               frozenset(cell.get("cut_off_hosts", ()))),
+                                               frozenset(cell.get("cut_off_hosts", ())), busy),
                       "writes": _writes(writes, failure, repair,
-                                        frozenset(cell.get("cut_off_hosts", ()))),
+                                        frozenset(cell.get("cut_off_hosts", ())), busy),
                       "promotion_ms": _promotion_ms(cell),
                       "db_read": stats(db_before),
                       "db_errors": sum(not r["ok"] for r in db),

@@ -145,6 +145,14 @@ def test_model_differences_name_the_consumers_and_what_was_measured(raw_dir):
     assert not any(s.startswith("dc-failure, latency vs hops") for s in findings)
 
 
+def test_latency_leaves_out_the_database_workload_but_failures_count(raw_dir):
+    raw = load_raw(raw_dir)
+    raw["cells"][2]["db_phases"] = [[T0 + 1.05, T0 + 1.45]]  # dc-failure / hops
+    hops = cell(compute(raw), "dc-failure", "hops")["clients"]
+    assert hops["n"] == 20 - 3 - 2  # 3 failed, 2 answered in the window (1.3, 1.4)
+    assert hops["failed"] == 3 and hops["outage_ms"] == pytest.approx(300.0)
+
+
 def test_outage_function_edges():
     reqs = [{"start": t, "ok": ok} for t, ok in ((0, True), (1, False), (2, False), (3, True),
                                                  (4, False))]
