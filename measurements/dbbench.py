@@ -406,20 +406,38 @@ class _Bench:
 
     def _workloads(self, places: list[Placement], ops: dict[str, list[str]],
                    streams: dict[str, int], progress, task) -> dict[str, list[Sample]]:
-        """Run each placement's operations (split over its streams), all at once."""
+        """Run each placement's operations (split over its streams), all at once.
+
+        Workers start together only once all are connected (a go file): starting a dozen
+        Python processes takes seconds of CPU, which the first requests would otherwise
+        measure.
+        """
+        go = self.scratch / "go"
+        go.unlink(missing_ok=True)
+        together = sum(streams[p.host] for p in places) > 1
         running = []  # (placement, config, process, reader)
         for place in places:
             k = streams[place.host]
             for i in range(k):
                 share = self.samples // k + (1 if i < self.samples % k else 0)
                 config = self._config(f"{place.host}-{i}", operations=ops[place.host],
-                                      samples=share,
+                                      samples=share, go_file=str(go) if together else None,
                                       seed=zlib.crc32(place.host.encode()) + i, mode="workload")
                 running.append((place, config, self._spawn(place.host, config),
                                 _LineReader(self.scratch / f"{place.host}-{i}.jsonl")))
         records: dict[Path, list[dict]] = {config: [] for _, config, _, _ in running}
         deadline = time.monotonic() + WORKER_TIMEOUT_S
         try:
+            while together:  # until every worker is connected, or one has stopped
+                for _, config, _, reader in running:
+                    records[config] += reader.read()
+                if all(any(r["type"] == "ready" for r in records[config])
+                       or proc.poll() is not None for _, config, proc, _ in running):
+                    go.touch()
+                    break
+                if time.monotonic() > deadline:
+                    raise DbBenchError(f"workers not connected after {WORKER_TIMEOUT_S} s")
+                time.sleep(0.02)
             while True:
                 for _, config, proc, reader in running:
                     new = reader.read()

@@ -10,7 +10,8 @@ for progress):
     {"type": "sample", "operation": "read", "start": <unix time>, "latency_ms": 0.41, "ok": true}
     {"type": "phase", "operation": "write", "start": <unix time>, "end": <unix time>}
     {"type": "lag", "commit": <unix time>, "seen": <unix time>, "lag_ms": 1.2, "resolution_ms": 0.6}
-    {"type": "ready"}  (lag mode: connected, watching)
+    {"type": "ready"}  (lag mode: connected, watching; workload mode with a `go_file`:
+                        connected, waiting for that file before the first request)
     {"type": "done"}
 
 Modes: `workload` runs the operations in turn (warm-up first, not recorded); `writer` writes
@@ -40,6 +41,7 @@ OPERATIONS = ("read", "page", "replica_read", "write", "connect")
 LAG_FAST_POLL_S = 0.001
 LAG_IDLE_POLL_S = 0.02
 LAG_DRAIN_S = 0.3  # the write phase's flag stays this long after the last commit
+GO_POLL_S = 0.01
 WRITER_CONNECT_TIMEOUT_S = 2  # libpq's shortest connection timeout
 WRITER_TCP_TIMEOUT_MS = 1000
 
@@ -153,6 +155,11 @@ class Workload:
 def run_workload(config: dict, out) -> None:
     work = Workload(config)
     flag = Path(config["lag_flag"]) if config.get("lag_flag") else None
+    if config.get("go_file"):  # connected: wait until every worker of the batch is
+        write_line(out, {"type": "ready"})
+        go = Path(config["go_file"])
+        while not go.exists():
+            time.sleep(GO_POLL_S)
     try:
         for op in config["operations"]:
             if op == "replica_read" and work.replica is None:
