@@ -69,8 +69,14 @@ def raw_dir(tmp_path):
                                                             "read-only transaction"})
     with open(tmp_path / "requests.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in requests)
-    expected = {"hops": {"app": {"c1": 10.0}, "db": {"svlz1": 5.0}},
-                "latency": {"app": {"c1": 3.0}, "db": {"svlz1": 5.2}}}
+    expected = {"hops": {"app": {"c1": 10.0}, "db": {"svlz1": 5.0, "mono1": 0.1}},
+                "latency": {"app": {"c1": 3.0}, "db": {"svlz1": 5.2, "mono1": 2.0}}}
+    with open(tmp_path / "requests.jsonl", "a") as f:  # mono1's connects to the db address
+        for i in range(5):
+            f.write(json.dumps(request("normal", "hops", i * 0.1, 0.3, src="mono1",
+                                       kind="service")) + "\n")
+            f.write(json.dumps(request("normal", "latency", i * 0.1, 2.5, src="mono1",
+                                       kind="service")) + "\n")
     cells = [{"scenario": "normal", "strategy": s, "start": T0, "expected_rtt_ms": expected[s]}
              for s in ("hops", "latency")]
     cells += [{"scenario": "dc-failure", "strategy": s, "start": T0, "failure": T0 + 1.0,
@@ -139,9 +145,10 @@ def test_write_outage_only_over_writers_that_wrote_before(raw_dir):
 def test_model_differences_name_the_consumers_and_what_was_measured(raw_dir):
     findings = compute(load_raw(raw_dir))["findings"]
     model = next(s for s in findings if s.startswith("normal, latency vs hops"))
-    assert "(1 of 2 consumers" in model
+    assert "(2 of 3 consumers" in model
     assert "app from c1: expected 3.0 vs 10.0 ms, measured p50 6.5 ms vs 24.5 ms" in model
-    assert "expected order for 1 of 1" in model and "other 1 consumers" in model
+    assert "db from mono1: expected 2.0 vs 0.1 ms, measured p50 2.5 ms vs 0.3 ms" in model
+    assert "expected order for 2 of 2" in model and "other 1 consumers" in model
     assert not any(s.startswith("dc-failure, latency vs hops") for s in findings)
 
 
