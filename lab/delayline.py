@@ -230,7 +230,8 @@ class _Direction:
     """Per-direction queue state and counters of one link."""
 
     __slots__ = ("link", "inp", "out", "last_deadline", "queued", "forwarded", "lost", "dropped",
-                 "rx_overflow", "tx_errors", "truncated", "late_sum", "late_max", "late_over")
+                 "rx_overflow", "tx_errors", "truncated", "late_sum", "late_max", "late_over",
+                 "before_start")
 
     def __init__(self, link: "_Link", inp: socket.socket, out: socket.socket) -> None:
         self.link = link
@@ -247,6 +248,7 @@ class _Direction:
         self.late_sum = 0.0
         self.late_max = 0.0
         self.late_over = 0
+        self.before_start = 0
 
     def send(self, frame: bytes, late: float) -> None:
         """Send a frame out of this direction, counting it and how late it leaves."""
@@ -262,11 +264,14 @@ class _Direction:
             self.tx_errors += 1
 
     def counters(self) -> dict[str, int | float]:
-        """Counters for STATS; lateness is send time minus deadline, as this process sees it."""
+        """Counters for STATS; lateness is send time minus deadline, as this process sees it.
+        before_start: frames queued while the sockets were being opened, delayed from the
+        moment forwarding began (bring-up's own ARP and discovery; not lateness)."""
         sent = self.forwarded + self.tx_errors
         self.rx_overflow += _rx_overflow(self.inp)
         return {"forwarded": self.forwarded, "lost": self.lost, "dropped": self.dropped,
                 "rx_overflow": self.rx_overflow, "tx_errors": self.tx_errors, "truncated": self.truncated, "queued": self.queued,
+                "before_start": self.before_start,
                 "late_mean_us": round(self.late_sum / sent * 1e6, 2) if sent else 0.0,
                 "late_max_us": round(self.late_max * 1e6, 1),
                 f"late_over_{int(LATE_THRESHOLD * 1e6)}us": self.late_over}
@@ -373,6 +378,7 @@ class DelayLine:
         self.realtime = False
         self.mono_offset = time.time() - time.monotonic()
         self.started = time.time()
+        self.forwarding_since = float("inf")  # set when the select loop starts
         self.clock_kinds = {"realtime": 0, "monotonic": 0, "none": 0}
         self.reloads = 0
         self._wake_r = -1
@@ -471,6 +477,7 @@ class DelayLine:
         rand = random.random
         kinds = self.clock_kinds
         lead = self.lead
+        since = self.forwarding_since
         for _ in range(DRAIN_BATCH):
             try:
                 frame, anc, flags, _addr = sock.recvmsg(RX_BUFFER, 64, MSG_DONTWAIT)
@@ -499,6 +506,11 @@ class DelayLine:
                         kinds["realtime"] += 1
                 else:
                     kinds["none"] += 1
+                    stamp = now
+                if stamp < since:
+                    # Queued while the sockets were still being opened (binding dozens of
+                    # packet sockets takes tenths of a second): its delay starts now.
+                    direction.before_start += 1
                     stamp = now
                 deadline = stamp + link.delay
                 if link.jitter:
@@ -552,6 +564,7 @@ class DelayLine:
         clock = time.time
         next_stats = clock()
         self.write_stats()
+        self.forwarding_since = clock()
         if ready_path:
             _atomic_write(ready_path, f"{os.getpid()}\n")
         _log(f"forwarding {len(self.links)} links, lead {self.lead * 1e6:.0f} us, "
