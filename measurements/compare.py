@@ -627,10 +627,12 @@ class _Run:
         paths_before = ctl.get("paths")["paths"]
         raw = self.scratch / "requests.jsonl"
         prober = self._start_probe(raw)
-        writers = self._start_writers() if scenario.links else {}
+        writers: dict[str, subprocess.Popen] = {}
         cut_off = [h.name for h in self.topo.hosts.values() if h.site in scenario.isolated]
         db_rows: list[list] = []
         try:
+            if scenario.links:
+                writers = self._start_writers()
             step("database workload")
             t0 = time.monotonic()
             db_rows += self._db_phase(scenario, strategy, "before", [], progress, record)

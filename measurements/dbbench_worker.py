@@ -155,7 +155,7 @@ class Workload:
 def run_workload(config: dict, out) -> None:
     work = Workload(config)
     flag = Path(config["lag_flag"]) if config.get("lag_flag") else None
-    if config.get("go_file"):  # connected: wait until every worker of the batch is
+    if config.get("go_file"):  # connected: start when the batch is (the parent makes the file)
         write_line(out, {"type": "ready"})
         go = Path(config["go_file"])
         while not go.exists():
