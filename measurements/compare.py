@@ -53,6 +53,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from measurements.jsonlines import read_json_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("hops", "latency", "geo", "primary-standby")
 SCENARIOS = ("normal", "dc-failure", "lz-cut", "service-link-cut")
@@ -505,7 +507,7 @@ class _Run:
             "standby": self.dbs.conninfo(standby), "out": str(out)})
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and self.failover.poll() is None:
-            if _json_lines(out, "ready"):
+            if read_json_lines(out, "ready"):
                 return
             time.sleep(0.05)
         raise CompareError(f"{standby.name}: the failover manager did not start: "
@@ -515,7 +517,7 @@ class _Run:
         """If the standby was promoted: note when, then make it a standby of the primary again."""
         if self.failover is None:
             return
-        promoted = _json_lines(self.scratch / "failover.jsonl", "promoted")
+        promoted = read_json_lines(self.scratch / "failover.jsonl", "promoted")
         if not promoted:
             return
         record["promotion"] = promoted[0]
@@ -546,7 +548,7 @@ class _Run:
                  "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
                  "served_by": None, "error": r.get("error")}
                 for host in writers
-                for r in _json_lines(self.scratch / f"writer-{host}.jsonl", "sample")]
+                for r in read_json_lines(self.scratch / f"writer-{host}.jsonl", "sample")]
 
     def _write_config(self, name: str, config: dict) -> Path:
         path = self.scratch / f"{name}.json"
@@ -683,7 +685,7 @@ class _Run:
                          strategy: str) -> None:
         sites = {h.name: h.site for h in self.topo.hosts.values()}
         with open(self.out / "requests.jsonl", "a") as dst:
-            for rec in _json_lines(raw) + written:
+            for rec in read_json_lines(raw) + written:
                 dst.write(json.dumps({"scenario": scenario, "strategy": strategy, **rec,
                                       "site": sites.get(rec["src"])}) + "\n")
 
@@ -760,23 +762,6 @@ def _terminate(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def _json_lines(path: Path, kind: str | None = None) -> list[dict]:
-    """The whole lines of a JSON-lines file another process writes (of one "type")."""
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line still being written
-            continue
-        if kind is None or rec.get("type") == kind:
-            records.append(rec)
-    return records
 
 
 def _write_json(path: Path, data) -> None:

@@ -38,6 +38,7 @@ from measurements.postgres import DIRECT_PORT, Database, Databases, DataSize, st
 from measurements.stats import DEFAULT_SEED, percentile, summarize
 from lab.icmpprobe import measure
 from measurements.dbbench_worker import OPERATIONS
+from measurements.jsonlines import LineReader
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACEMENT_ROLES = ("service", "monolith")
@@ -53,9 +54,8 @@ STREAM_TARGET_S = 25.0  # work run at once gets enough streams to finish in abou
 READ_TARGET_S = 5.0  # the same for the far placements' single-query phase
 MAX_STREAMS = 8
 PING_IDLE_MS = 0.3  # a ping waits this long after the previous answer, as a client would
-# Network round trips per sample of each operation (page: its N queries).
-ROUND_TRIPS = {"read": lambda n: 1, "page": lambda n: n, "replica_read": lambda n: 1,
-               "write": lambda n: 4, "connect": lambda n: 4}
+# Network round trips per sample of each operation (a page: one per query of its N).
+ROUND_TRIPS = {"read": 1, "replica_read": 1, "write": 4, "connect": 4}
 LAG_FLAG_PREFIX = "lag-active-"
 
 
@@ -349,7 +349,7 @@ class _Bench:
         """Parallel streams (one connection each) to finish a placement's share in target_s."""
         if target_s is None:
             return 1
-        per_sample_ms = sum(ROUND_TRIPS[op](self.page_queries)
+        per_sample_ms = sum((self.page_queries if op == "page" else ROUND_TRIPS[op])
                             * (replica_rtt_ms if op == "replica_read" else rtt_ms) for op in ops)
         estimate_s = self.samples * per_sample_ms / 1000
         return max(1, min(MAX_STREAMS, self.samples, math.ceil(estimate_s / target_s)))
@@ -424,7 +424,7 @@ class _Bench:
                                       samples=share, go_file=str(go) if together else None,
                                       seed=zlib.crc32(place.host.encode()) + i, mode="workload")
                 running.append((place, config, self._spawn(place.host, config),
-                                _LineReader(self.scratch / f"{place.host}-{i}.jsonl")))
+                                LineReader(self.scratch / f"{place.host}-{i}.jsonl")))
         records: dict[Path, list[dict]] = {config: [] for _, config, _, _ in running}
         deadline = time.monotonic() + WORKER_TIMEOUT_S
         try:
@@ -473,7 +473,7 @@ class _Bench:
         config = self._config("lag", mode="lag", replica=self.dbs.conninfo(standby),
                               lag_flags=str(self.scratch), lag_flag_prefix=LAG_FLAG_PREFIX)
         proc = self._spawn(standby.name, config)
-        reader = _LineReader(self.scratch / "lag.jsonl")
+        reader = LineReader(self.scratch / "lag.jsonl")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if any(r["type"] == "ready" for r in reader.read()):
@@ -497,29 +497,6 @@ class _Bench:
             proc.kill()
             proc.wait()
         return [r for r in reader.read_all() if r["type"] == "lag"]
-
-
-class _LineReader:
-    """Follows a JSON-lines file another process is writing; returns whole new lines."""
-
-    def __init__(self, path: Path):
-        self.path, self.offset, self.partial = path, 0, b""
-
-    def read(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def read_all(self) -> list[dict]:
-        self.offset, self.partial = 0, b""
-        return self.read()
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from controllers.launcher import start_controller
+from tests.helpers import triangle_topology
 from topologies.model import load
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]
@@ -23,24 +24,7 @@ pytestmark = [pytest.mark.root, pytest.mark.ovs]
 # The lab numbers datapath ids by site position; 40 unlinked padding sites keep this test's
 # ids clear of a lab's bridges running on the same Open vSwitch.
 PADDING = 40
-TOPOLOGY = """
-name: hcttest
-link_classes:
-  lan: {inflation: 1.0, equipment_ms: 0.2}
-sites:
-%s
-  - {name: sa, kind: datacenter, lat: 42.0, lon: -71.0}
-  - {name: sb, kind: datacenter, lat: 33.0, lon: -112.0}
-  - {name: sc, kind: region, lat: 39.0, lon: -77.0}
-links:
-  - {ends: [sa, sb], class: lan, delay_ms: 5.0, source: test}
-  - {ends: [sa, sc], class: lan, delay_ms: 1.0, source: test}
-  - {ends: [sc, sb], class: lan, delay_ms: 1.0, source: test}
-hosts:
-  - {name: h1, site: sa, role: service}
-  - {name: h2, site: sb, role: db-primary}
-  - {name: h3, site: sc, role: db-standby}
-""" % "\n".join(f"  - {{name: p{i}, kind: clinic, lat: 0.0, lon: 0.0}}" for i in range(PADDING))
+TOPOLOGY = triangle_topology("hcttest", padding_sites=PADDING)
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -21,28 +21,13 @@ import pytest
 from lab.capabilities import run
 from lab.icmpprobe import measure
 from lab.network import Lab
+from tests.helpers import triangle_topology
 from tests.vm.conftest import rtt_ok
 from topologies.model import load
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 
-TOPOLOGY = """
-name: vmtri
-link_classes:
-  lan: {inflation: 1.0, equipment_ms: 0.2}
-sites:
-  - {name: sa, kind: datacenter, lat: 42.0, lon: -71.0}
-  - {name: sb, kind: datacenter, lat: 33.0, lon: -112.0}
-  - {name: sc, kind: region, lat: 39.0, lon: -77.0}
-links:
-  - {ends: [sa, sb], class: lan, delay_ms: 5.0, source: test}
-  - {ends: [sa, sc], class: lan, delay_ms: 1.0, source: test}
-  - {ends: [sc, sb], class: lan, delay_ms: 1.0, source: test}
-hosts:
-  - {name: h1, site: sa, role: service}
-  - {name: h2, site: sb, role: db-primary}
-  - {name: h3, site: sc, role: db-standby}
-"""
+TOPOLOGY = triangle_topology("vmtri")
 REST_PORT = 8089
 
 
