@@ -5,11 +5,14 @@ direction per switch-to-switch hop here, more than an Outpost's whole delay). At
 lab measures each link's round trip between the hosts at its two ends with ICMP pinned to that
 link, subtracts the round trip between two hosts on one switch (the access part no link can
 absorb) and the link's current hold, and sets each link's hold to its configured delay minus
-the base it found, never below zero; then measures and corrects once more at the new holds.
-Last, it probes every site-to-site path: a switch that passes traffic from link to link costs
-a little more than the link measurements show, so the path error grows with the number of
-links; the slope of that growth (least squares) is taken off every link as well. What could
-not be removed is reported per link, with the per-hop slope and the constant that remains.
+the base it found (below zero where the fabric alone is slower than the link: MIN_HOLD_MS);
+then measures and corrects once more at the new holds.
+Last, it probes every site-to-site path. The delay line chains links (a frame leaves each
+further link its configured delay, the span, after it left the one before: lab.delayline), so
+a path's round trip depends on two holds, its first link's and its last link's, and on the
+spans of the others; a least-squares fit over all paths says how much each hold is off for the
+paths it starts or ends, and what each further link costs beyond its span; both are taken
+off, twice. Per link: the base, the hold and what a one-link path keeps; and the per-hop term.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
+from lab.delayline import CHAIN_LIMIT
 from lab.icmpprobe import measure
 from lab.runstate import run_dir
 
 PIN_COOKIE = 0x4C50_0000_0000_0000  # "LP": the lab's pinned probe flows
 PIN_PRIORITY = 1000
 # Time between two probes (of any pair): light load, so that calibration and verification
-# see the fabric as a light workload does (about 1000 probes a second in all).
-PROBE_GAP_MS = 1.0
+# see the fabric as a light workload does. About 330 probes a second in all: at 1000 a second
+# the probes themselves kept two cores busy enough to widen every path's spread (interquartile
+# range 0.42 ms, against 0.23 ms at this rate) and to move it by tenths of a ms.
+PROBE_GAP_MS = 3.0
+# Where the fabric alone takes longer than a link's delay, its hold goes negative: a link
+# chained after it makes the difference up, as far as the delay line lets it.
+MIN_HOLD_MS = -CHAIN_LIMIT * 1000
 
 
 @dataclass
@@ -35,8 +46,8 @@ class LinkCalibration:
     name: str
     delay_ms: float
     base_ms: float  # the fabric's one-way latency on this link, measured
-    hold_ms: float  # what the emulator holds: delay - base, at least 0
-    uncompensated_ms: float  # base the hold could not absorb (delay < base)
+    hold_ms: float  # what the emulator holds: delay - base (negative: see MIN_HOLD_MS)
+    uncompensated_ms: float  # base a one-link path keeps (delay < base)
     n: int
     rtt_p50_ms: float
 
@@ -46,9 +57,10 @@ class Calibration:
     access_rtt_ms: float  # host -> switch -> host on one site, not absorbed by any link
     access_n: int
     links: list[LinkCalibration] = field(default_factory=list)
-    per_hop_rtt_ms: float = 0.0  # path error per link, taken off every link's hold
-    path_residual_rtt_ms: float = 0.0  # what the path fit leaves at zero hops
+    per_hop_rtt_ms: float = 0.0  # path error per further link, taken off the spans
     paths_probed: int = 0
+    path_errors_before_ms: list[float] = field(default_factory=list)  # in the last fit round
+    span_trim_ms: float = 0.0  # taken off every link's span (one way): per_hop_rtt_ms / 2
 
     @property
     def holds(self) -> dict[int, float]:
@@ -143,12 +155,14 @@ def calibrate(lab, samples: int = 30, rounds: int = 2) -> Calibration:
         lab.emulation.set_holds(holds)
         rtts = measure_links(lab, links, count=samples)
         measured = {i: statistics.median(r) for i, (r, _) in rtts.items() if r}
-        bases = {i: max(0.0, (rtt - access) / 2 - holds[i]) for i, rtt in measured.items()}
+        # A negative hold holds nothing on a one-link round trip (lab.delayline).
+        bases = {i: max(0.0, (rtt - access) / 2 - max(0.0, holds[i]))
+                 for i, rtt in measured.items()}
         fallback = statistics.median(bases.values()) if bases else 0.0
         result.links = []
         for link in topo.links:
             base = bases.get(link.index, fallback)
-            holds[link.index] = max(0.0, link.delay_ms - base)
+            holds[link.index] = max(MIN_HOLD_MS, link.delay_ms - base)
             result.links.append(LinkCalibration(
                 index=link.index, name=link.name, delay_ms=link.delay_ms,
                 base_ms=round(base, 4), hold_ms=round(holds[link.index], 4),
@@ -156,31 +170,78 @@ def calibrate(lab, samples: int = 30, rounds: int = 2) -> Calibration:
                 n=len(rtts.get(link.index, ([], 0))[0]),
                 rtt_p50_ms=round(measured.get(link.index, 0.0), 4)))
     if lab.strategy == "latency":  # the paths probed are the lowest-latency ones
-        _take_off_per_hop_cost(lab, result, holds, samples=max(5, samples // 3))
+        _fit_paths(lab, result, holds, samples=max(5, samples // 2))
     (run_dir() / "calibration.json").write_text(json.dumps(result.as_dict(), indent=1))
     return result
 
 
-def _take_off_per_hop_cost(lab, result: Calibration, holds: dict[int, float],
-                           samples: int) -> None:
-    """Fit path error = a + b x links over every site pair; take b/2 off each link's hold."""
-    pairs = site_pairs(lab.topology)
-    lab.emulation.set_holds(holds)
-    rtts = measure(lab, [(f"{p['src']}>{p['dst']}", a, b) for p, a, b in pairs],
-                   count=samples, warmup=2, gap_ms=PROBE_GAP_MS)
-    points = [(len(p["path"]) - 1, statistics.median(r) - p["expected_rtt_ms"])
-              for (p, _, _), (r, _) in zip(pairs, rtts.values()) if r]
-    if len(points) < 3 or len({k for k, _ in points}) < 2:
+def path_design(topology, pairs) -> tuple[list[list[float]], list[int]]:
+    """One row per path: how often each link's hold counts in its round trip, then links - 1.
+
+    With chained links (lab.delayline) a path's round trip holds a frame once on its first
+    link going out and once on its last link coming back (a one-link path: its link twice);
+    every other link adds its span, each way.
+    """
+    links = [link.index for link in topology.links]
+    column = {index: i for i, index in enumerate(links)}
+    rows = []
+    for p, _, _ in pairs:
+        sites = p["path"]
+        row = [0.0] * (len(links) + 1)
+        for a, b in ((sites[0], sites[1]), (sites[-1], sites[-2])):
+            row[column[topology.link_between(a, b).index]] += 1
+        row[-1] = len(sites) - 2
+        rows.append(row)
+    return rows, links
+
+
+def fit_path_errors(rows: list[list[float]], errors: list[float],
+                    ridge: float = 1.0) -> list[float]:
+    """Least squares of errors on rows; every coefficient but the last (the per-hop one)
+    is pulled towards 0 with weight `ridge`, so that a link few paths start or end on is
+    not moved on little evidence."""
+    design = np.array(rows)
+    penalty = np.eye(design.shape[1]) * ridge
+    penalty[-1, -1] = 0.0
+    return list(np.linalg.solve(design.T @ design + penalty, design.T @ np.array(errors)))
+
+
+def _fit_paths(lab, result: Calibration, holds: dict[int, float], samples: int,
+               rounds: int = 2) -> None:
+    """Probe every site-to-site path and correct the holds and the spans to their errors.
+
+    The links' own measurements set each hold under the light load of one probe pair per
+    link; the paths carry more, and say how much each hold is off for them: the fit gives,
+    per link, what its hold adds to the round trips of the paths it starts or ends (taken
+    off that hold) and what each further link adds beyond its span (half of it taken off
+    every span). `rounds` times, each measuring at the corrections found so far.
+    """
+    topo = lab.topology
+    pairs = site_pairs(topo)
+    if len(pairs) < 3:
         return
-    slope, intercept = statistics.linear_regression([k for k, _ in points],
-                                                    [e for _, e in points])
-    result.paths_probed = len(points)
-    result.path_residual_rtt_ms = round(intercept, 4)
-    if slope <= 0:
-        return
-    result.per_hop_rtt_ms = round(slope, 4)
+    rows, links = path_design(topo, pairs)
+    probes = [(f"{p['src']}>{p['dst']}", a, b) for p, a, b in pairs]
+    trim = 0.0
+    for _ in range(rounds):
+        lab.emulation.set_holds(holds, span_trim_ms=trim)
+        rtts = measure(lab, probes, count=samples, warmup=2, gap_ms=PROBE_GAP_MS)
+        # A one-link path over a link held 0 or less shows the fabric's own floor, which no
+        # hold can lower: it would only push the hold down for the longer paths.
+        measured = [(row, statistics.median(r) - p["expected_rtt_ms"])
+                    for row, (p, _, _), (r, _) in zip(rows, pairs, rtts.values())
+                    if r and not (len(p["path"]) == 2 and holds[links[row.index(2)]] <= 0)]
+        if len(measured) < 3:
+            return
+        coefficients = fit_path_errors([row for row, _ in measured], [e for _, e in measured])
+        result.paths_probed = len(measured)
+        result.path_errors_before_ms = [round(e, 4) for _, e in measured]
+        trim += coefficients[-1] / 2
+        for index, error in zip(links, coefficients):
+            holds[index] = max(MIN_HOLD_MS, float(holds[index] - error))
+        result.per_hop_rtt_ms = round(2 * trim, 4)
     for link in result.links:
-        holds[link.index] = max(0.0, holds[link.index] - slope / 2)
+        link.base_ms = round(link.base_ms + link.hold_ms - holds[link.index], 4)
         link.hold_ms = round(holds[link.index], 4)
-        link.base_ms = round(link.base_ms + slope / 2, 4)
         link.uncompensated_ms = round(max(0.0, link.base_ms - link.delay_ms), 4)
+    result.span_trim_ms = round(trim, 4)

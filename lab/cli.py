@@ -155,9 +155,8 @@ def _up_summary(lab) -> str:
         bases = sorted(link.base_ms for link in c.links)
         left = sum(1 for link in c.links if link.uncompensated_ms > 0)
         text += (f"; fabric calibrated: link bases {bases[0]:.3f}-{bases[-1]:.3f} ms one way, "
-                 f"{c.per_hop_rtt_ms:.3f} ms per hop on paths, residual "
-                 f"{c.path_residual_rtt_ms:+.3f} ms RTT ({c.paths_probed} paths); {left} links "
-                 f"shorter than the fabric's own latency")
+                 f"{c.per_hop_rtt_ms:+.3f} ms RTT per further link on paths ({c.paths_probed} "
+                 f"paths fitted); {left} links shorter than the fabric's own latency")
     return text
 
 

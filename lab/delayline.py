@@ -25,7 +25,8 @@ decision 1):
 Jitter is uniform in [delay - jitter, delay + jitter] (clipped at 0), the
 distribution netem uses when no distribution table is given, so both backends
 agree. Unless ``reorder`` is set a frame never leaves before the previous frame
-of the same direction (its deadline is raised to the previous one).
+of the same direction (its deadline is raised to the previous one), except by
+what chaining (below) moves it.
 Loss is applied before the queue limit, as in netem.
 
 Two properties the lab's calibration must know (measured, see
@@ -37,6 +38,22 @@ at 0-1 ms hold takes it to ~0.95 core, the kernel's real-time throttling then
 stalls it and frames of every link leave milliseconds late; cap bulk flows
 (HTB on the node-side interfaces) well below ~5 Gbit/s. STATS counts frames
 sent more than 250 us after their deadline, per direction.
+
+Chained links: a frame crossing several links passes a switch between each two
+of them, and that switch's own latency varies from frame to frame by tenths of
+a millisecond (Open vSwitch's userspace datapath waking up). This process sees
+the frame leave one link and arrive at the next, recognised by its bytes (the
+IP packet's first 64 bytes: switches forward it unchanged). Where the next link
+has a span (its configured delay), the frame leaves it `span` after the moment it
+was due to leave the previous one, so the switch's time between them is taken out
+of this link's delay, frame by frame, rather than as an average: along a path,
+only the first link's hold and the two end switches remain that the calibration
+averages. A frame never leaves before it arrived, and its timing moves at most
+CHAIN_LIMIT from what the hold alone gives: a rate-limited link's HTB queue sits
+before this process too, and its wait (milliseconds when congested) is the
+link's, not the switch's. Where the switches alone take longer than a link's
+delay, its hold is negative: its frames leave on arrival, and the next link
+chained makes up the difference.
 """
 
 from __future__ import annotations
@@ -89,6 +106,13 @@ DRAIN_BATCH = 64
 STATS_INTERVAL = 1.0
 # Frames sent later than this after their deadline are counted per direction.
 LATE_THRESHOLD = 250e-6
+# Chained links: the bytes that recognise a frame again (the IP packet's start, after
+# virtio_net_hdr and Ethernet); how far a frame's timing may move from its hold (a switch's
+# wake-up is tenths of a ms; a congested HTB queue is milliseconds, and stays the link's);
+# how long a departure is remembered (at least CHAIN_MEMORY, at most twice that).
+CHAIN_KEY = slice(VNET_HDR_LEN + 14, VNET_HDR_LEN + 14 + 64)
+CHAIN_LIMIT = 0.5e-3
+CHAIN_MEMORY = 5e-3
 # Timestamps further than this from CLOCK_REALTIME are not realtime stamps.
 CLOCK_SANITY = 1.0
 
@@ -105,7 +129,11 @@ class DelayLineError(RuntimeError):
 
 @dataclass
 class LinkSpec:
-    """One emulated link; delay_ms is the hold applied once per direction."""
+    """One emulated link; delay_ms is the hold applied once per direction.
+
+    A negative hold says the switches alone take longer than the link's delay: its frames
+    leave on arrival, and a link they are chained to next makes up the difference.
+    """
 
     name: str
     ifname_a: str
@@ -115,6 +143,10 @@ class LinkSpec:
     loss_pct: float = 0.0
     limit: int = 1000
     reorder: bool = False
+    # The link's configured one-way delay (0: off). A frame that comes to this link straight
+    # from another link of this process (through a switch) leaves span_ms after it was due to
+    # leave that one, whatever the switch between took (within CHAIN_LIMIT): "Chained links".
+    span_ms: float = 0.0
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -126,6 +158,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "loss_pct": (int, float),
     "limit": (int,),
     "reorder": (bool,),
+    "span_ms": (int, float),
 }
 _REQUIRED = ("name", "ifname_a", "ifname_b", "delay_ms")
 
@@ -147,7 +180,9 @@ def _check_link(index: int, raw: Any) -> LinkSpec:
             names = " or ".join(t.__name__ for t in types)
             raise ConfigError(f"{where}: {key!r} must be {names}, got {type(value).__name__}")
     spec = LinkSpec(**raw)
-    for key in ("delay_ms", "jitter_ms", "loss_pct"):
+    if not math.isfinite(spec.delay_ms) or spec.delay_ms < -CHAIN_LIMIT * 1000:
+        raise ConfigError(f"{where}: 'delay_ms' must be a finite number >= {-CHAIN_LIMIT * 1000:g}")
+    for key in ("jitter_ms", "loss_pct", "span_ms"):
         value = getattr(spec, key)
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{where}: {key!r} must be a finite number >= 0")
@@ -229,16 +264,16 @@ def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
 class _Direction:
     """Per-direction queue state and counters of one link."""
 
-    __slots__ = ("link", "inp", "out", "last_deadline", "queued", "forwarded", "lost", "dropped",
+    __slots__ = ("link", "inp", "out", "last_due", "queued", "forwarded", "lost", "dropped",
                  "rx_overflow", "tx_errors", "truncated", "late_sum", "late_max", "late_over",
-                 "before_start")
+                 "before_start", "chained")
 
     def __init__(self, link: "_Link", inp: socket.socket, out: socket.socket) -> None:
         self.link = link
         self.inp = inp
         self.out = out
         self.rx_overflow = 0
-        self.last_deadline = 0.0
+        self.last_due = 0.0
         self.queued = 0
         self.forwarded = 0
         self.lost = 0
@@ -249,6 +284,7 @@ class _Direction:
         self.late_max = 0.0
         self.late_over = 0
         self.before_start = 0
+        self.chained = 0  # frames timed from their departure off the previous link
 
     def send(self, frame: bytes, late: float) -> None:
         """Send a frame out of this direction, counting it and how late it leaves."""
@@ -271,7 +307,7 @@ class _Direction:
         self.rx_overflow += _rx_overflow(self.inp)
         return {"forwarded": self.forwarded, "lost": self.lost, "dropped": self.dropped,
                 "rx_overflow": self.rx_overflow, "tx_errors": self.tx_errors, "truncated": self.truncated, "queued": self.queued,
-                "before_start": self.before_start,
+                "before_start": self.before_start, "chained": self.chained,
                 "late_mean_us": round(self.late_sum / sent * 1e6, 2) if sent else 0.0,
                 "late_max_us": round(self.late_max * 1e6, 1),
                 f"late_over_{int(LATE_THRESHOLD * 1e6)}us": self.late_over}
@@ -280,7 +316,7 @@ class _Direction:
 class _Link:
     """Parameters of one link in the units the hot loop uses (seconds, fraction)."""
 
-    __slots__ = ("spec", "delay", "jitter", "loss", "limit", "reorder", "a_to_b", "b_to_a")
+    __slots__ = ("spec", "delay", "span", "jitter", "loss", "limit", "reorder", "a_to_b", "b_to_a")
 
     def __init__(self, spec: LinkSpec, sock_a: socket.socket, sock_b: socket.socket) -> None:
         self.apply(spec)
@@ -290,6 +326,7 @@ class _Link:
     def apply(self, spec: LinkSpec) -> None:
         self.spec = spec
         self.delay = spec.delay_ms / 1000.0
+        self.span = spec.span_ms / 1000.0
         self.jitter = spec.jitter_ms / 1000.0
         self.loss = spec.loss_pct / 100.0
         self.limit = spec.limit
@@ -371,7 +408,12 @@ class DelayLine:
         self.links: dict[str, _Link] = {}
         self.sockets: list[socket.socket] = []
         self.ingress: dict[int, _Direction] = {}
-        self.heap: list[tuple[float, int, _Direction, bytes]] = []
+        # (deadline, sequence, direction, frame, chain key, due): see _drain
+        self.heap: list[tuple[float, int, _Direction, bytes, bytes, float]] = []
+        # Frames that left a link lately: key -> (when due, direction); two generations,
+        # the older dropped every CHAIN_MEMORY.
+        self.departed: dict[bytes, tuple[float, _Direction]] = {}
+        self.departed_before: dict[bytes, tuple[float, _Direction]] = {}
         self.seq = itertools.count()
         self.lead = 40e-6
         self.spin_cap = 100e-6
@@ -478,6 +520,7 @@ class DelayLine:
         kinds = self.clock_kinds
         lead = self.lead
         since = self.forwarding_since
+        departed, departed_before = self.departed, self.departed_before
         for _ in range(DRAIN_BATCH):
             try:
                 frame, anc, flags, _addr = sock.recvmsg(RX_BUFFER, 64, MSG_DONTWAIT)
@@ -512,20 +555,32 @@ class DelayLine:
                     # packet sockets takes tenths of a second): its delay starts now.
                     direction.before_start += 1
                     stamp = now
-                deadline = stamp + link.delay
+                key = frame[CHAIN_KEY]
+                # When the frame is due to leave; it cannot leave before it came (deadline),
+                # but the next link it is chained to takes the due time as its start.
+                due = stamp + link.delay
                 if link.jitter:
-                    deadline += link.jitter * (2.0 * rand() - 1.0)
-                    if deadline < stamp:
-                        deadline = stamp
+                    due += link.jitter * (2.0 * rand() - 1.0)
                 if not link.reorder:
-                    if deadline < direction.last_deadline:
-                        deadline = direction.last_deadline
-                    direction.last_deadline = deadline
+                    if due < direction.last_due:
+                        due = direction.last_due
+                    direction.last_due = due
+                if link.span:
+                    came = departed.get(key) or departed_before.get(key)
+                    if came is not None and came[1] is not direction and came[0] <= stamp:
+                        # Due span after it was due off the previous link: move it by what
+                        # the switch took more or less than usual, at most CHAIN_LIMIT.
+                        shift = came[0] + link.span - stamp - link.delay
+                        due += (shift if -CHAIN_LIMIT <= shift <= CHAIN_LIMIT
+                                else CHAIN_LIMIT if shift > 0 else -CHAIN_LIMIT)
+                        direction.chained += 1
+                deadline = due if due > stamp else stamp
                 if deadline <= now and not direction.queued:
                     # Already due and nothing ahead of it: skip the heap (hold 0, or read late).
                     direction.send(frame, now - deadline)
+                    departed[key] = (due, direction)
                 else:
-                    push(heap, (deadline, next(seq), direction, frame))
+                    push(heap, (deadline, next(seq), direction, frame, key, due))
                     direction.queued += 1
             if heap and heap[0][0] - lead <= now:
                 return
@@ -536,6 +591,7 @@ class DelayLine:
         pop = heapq.heappop
         clock = time.time
         spin_cap = self.spin_cap
+        departed = self.departed
         now = clock()
         while heap:
             deadline = heap[0][0]
@@ -545,9 +601,10 @@ class DelayLine:
                     return
                 while deadline > now:
                     now = clock()
-            _, _, direction, frame = pop(heap)
+            _, _, direction, frame, key, due = pop(heap)
             direction.queued -= 1
             direction.send(frame, now - deadline)
+            departed[key] = (due, direction)
 
     def run(self, ready_path: str | None) -> None:
         """The select loop: sleep until a socket is readable or a deadline is near."""
@@ -562,7 +619,7 @@ class DelayLine:
         ingress = self.ingress
         heap = self.heap
         clock = time.time
-        next_stats = clock()
+        next_stats = next_generation = clock()
         self.write_stats()
         self.forwarding_since = clock()
         if ready_path:
@@ -571,6 +628,9 @@ class DelayLine:
              f"SCHED_FIFO {'on' if self.realtime else 'off'}")
         while not self._stop:
             now = clock()
+            if now >= next_generation:
+                self.departed_before, self.departed = self.departed, {}
+                next_generation = now + CHAIN_MEMORY
             if now >= next_stats:
                 self.mono_offset = now - time.monotonic()
                 self.write_stats()

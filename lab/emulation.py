@@ -67,7 +67,7 @@ def htb_commands(ifname: str, rate_mbit: float) -> list[list[str]]:
 
 def netem_commands(ifname: str, params: LinkParams, hold_ms: float) -> list[list[str]]:
     """netem (under HTB when the link has a rate) holding packets `hold_ms` on `ifname`."""
-    netem = ["netem", "delay", _ms(hold_ms)]
+    netem = ["netem", "delay", _ms(max(0.0, hold_ms))]
     if params.jitter_ms:
         netem.append(_ms(params.jitter_ms))
     if params.loss_pct:
@@ -104,6 +104,7 @@ class LinkEmulation:
         self.links = links
         self.workdir = workdir
         self.process: subprocess.Popen | None = None
+        self.span_trim_ms = 0.0
 
     @property
     def config_path(self) -> Path:
@@ -131,11 +132,18 @@ class LinkEmulation:
             except delayline.DelayLineError as exc:
                 raise EmulationError(str(exc)) from None
 
-    def set_holds(self, holds: dict[int, float]) -> None:
-        """New hold times (ms, by link index), applied without dropping queued packets."""
+    def set_holds(self, holds: dict[int, float], span_trim_ms: float | None = None) -> None:
+        """New hold times (ms, by link index), applied without dropping queued packets.
+
+        span_trim_ms (userspace backend): taken off every link's span, the delay a frame
+        coming from another link gets (calibrated: what a switch costs beyond that).
+        """
+        if span_trim_ms is not None:
+            self.span_trim_ms = span_trim_ms
         for link in self.links:
             if link.index in holds:
-                link.hold_ms = max(0.0, holds[link.index])
+                # Negative holds (the delay line's, lab.delayline) become 0 under netem.
+                link.hold_ms = holds[link.index]
         if self.backend == "netem":
             _run_tc([(ns, netem_commands(intf, link.params, link.hold_ms)[-1])
                      for link in self.links
@@ -180,7 +188,8 @@ class LinkEmulation:
             specs.append(delayline.LinkSpec(
                 name=link.name, ifname_a=a, ifname_b=b, delay_ms=link.hold_ms,
                 jitter_ms=link.params.jitter_ms, loss_pct=link.params.loss_pct,
-                limit=link.params.queue_packets))
+                limit=link.params.queue_packets,
+                span_ms=max(0.0, link.params.delay_ms - self.span_trim_ms)))
         return specs
 
 

@@ -193,7 +193,8 @@ class Lab:
                 and self.controller_kind in ("builtin", "static")):
             t0 = time.monotonic()
             self.calibration = calibrate(self)
-            self.emulation.set_holds(self.calibration.holds)
+            self.emulation.set_holds(self.calibration.holds,
+                                     span_trim_ms=self.calibration.span_trim_ms)
             self.timing.calibration_s = time.monotonic() - t0
 
     def _start_relay(self) -> Path:

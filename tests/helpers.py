@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,3 +57,73 @@ def iperf3(server, client, port: int, *client_args: str) -> dict:
     finally:
         srv.kill()
         srv.wait()
+
+
+# -- namespaces and veth pairs of the delay-line tests ----------------------------------------
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+class ScratchNetwork:
+    """Namespaces and veth pairs one test module makes; close() removes every one of them.
+
+    Names left by an earlier, killed run fail the fixture at once rather than being reused.
+    """
+
+    def __init__(self, namespaces: tuple[str, ...], devices: tuple[str, ...]) -> None:
+        import pytest
+
+        for ns in namespaces:
+            if Path(f"/run/netns/{ns}").exists():
+                pytest.fail(f"namespace {ns} exists from an earlier run; remove it: ip netns del {ns}")
+        for dev in devices:
+            if Path(f"/sys/class/net/{dev}").exists():
+                pytest.fail(f"interface {dev} exists from an earlier run; remove it: ip link del {dev}")
+        self.namespaces: list[str] = []
+        self.devices: list[str] = []
+
+    def namespace(self, name: str) -> None:
+        """A network namespace with IPv6 off (no stray frames) and loopback up."""
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        for key in ("all", "default"):
+            sh("ip", "netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+
+    def veth(self, ns: str, inner: str, outer: str) -> None:
+        """A veth pair: `inner` in namespace `ns`, `outer` in the root one, both up, IPv6 off."""
+        sh("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer)
+        self.devices.append(outer)
+        sh("sysctl", "-qw", f"net.ipv6.conf.{outer}.disable_ipv6=1")
+        sh("ip", "link", "set", outer, "up")
+        sh("ip", "-n", ns, "link", "set", inner, "up")
+
+    def close(self) -> None:
+        for dev in self.devices:
+            sh("ip", "link", "del", dev, check=False)
+        for ns in self.namespaces:
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def pin_neighbours(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
+    """Static ARP entries between two (namespace, device, address) ends: no ARP frames."""
+    macs = [json.loads(sh("ip", "-n", ns, "-j", "link", "show", dev).stdout)[0]["address"]
+            for ns, dev, _ in (a, b)]
+    for (ns, dev, _), (_, _, peer_ip), mac in ((a, b, macs[1]), (b, a, macs[0])):
+        sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", mac, "dev", dev, "nud", "permanent")
+
+
+def delay_line_counters(proc, stats_path) -> dict:
+    """The delay line's per-link counters, written on demand (SIGUSR1)."""
+    from lab import delayline
+
+    before = delayline.read_stats(stats_path)["time"]
+    proc.send_signal(signal.SIGUSR1)
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        stats = delayline.read_stats(stats_path)
+        if stats["time"] != before:
+            return stats["links"]
+        time.sleep(0.005)
+    raise AssertionError("no stats after SIGUSR1")

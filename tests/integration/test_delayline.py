@@ -18,7 +18,6 @@ import math
 import os
 import re
 import select
-import signal
 import socket
 import statistics
 import struct
@@ -34,6 +33,7 @@ import pytest
 from lab import delayline
 from lab.delayline import LinkSpec
 from lab.netns import inside, named
+from tests.helpers import ScratchNetwork, delay_line_counters, pin_neighbours, sh
 
 pytestmark = [
     pytest.mark.root,
@@ -43,10 +43,6 @@ pytestmark = [
 NS_A, NS_B = "hcdlt-a", "hcdlt-b"
 IP_A, IP_B = "192.168.77.1", "192.168.77.2"
 SO_TIMESTAMPNS = 35
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
 
 
 def netns(name: str):
@@ -83,56 +79,27 @@ class Lab:
 
     def counters(self) -> dict:
         assert self.proc is not None
-        before = delayline.read_stats(self.stats)["time"]
-        self.proc.send_signal(signal.SIGUSR1)
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            stats = delayline.read_stats(self.stats)
-            if stats["time"] != before:
-                return stats["links"]["l1"]
-            time.sleep(0.005)
-        raise AssertionError("no stats after SIGUSR1")
+        return delay_line_counters(self.proc, self.stats)["l1"]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    for ns in (NS_A, NS_B):
-        if Path(f"/run/netns/{ns}").exists():
-            pytest.fail(f"namespace {ns} exists from an earlier run; remove it: ip netns del {ns}")
-    for dev in ("dlt1a", "dlt1b"):
-        if Path(f"/sys/class/net/{dev}").exists():
-            pytest.fail(f"interface {dev} exists from an earlier run; remove it: ip link del {dev}")
-    made_ns: list[str] = []
-    made_dev: list[str] = []
+    net = ScratchNetwork((NS_A, NS_B), ("dlt1a", "dlt1b"))
     lab = Lab(tmp_path_factory.mktemp("delayline"))
     try:
         for ns in (NS_A, NS_B):
-            sh("ip", "netns", "add", ns)
-            made_ns.append(ns)
-            for key in ("all", "default"):
-                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            net.namespace(ns)
         for ns, inner, outer, ip in ((NS_A, "a0", "dlt1a", IP_A), (NS_B, "b0", "dlt1b", IP_B)):
-            sh("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer)
-            made_dev.append(outer)
-            sh("sysctl", "-qw", f"net.ipv6.conf.{outer}.disable_ipv6=1")
-            sh("ip", "link", "set", outer, "up")
+            net.veth(ns, inner, outer)
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", inner)
-            sh("ip", "-n", ns, "link", "set", inner, "up")
-        mac_a = json.loads(sh("ip", "-n", NS_A, "-j", "link", "show", "a0").stdout)[0]["address"]
-        mac_b = json.loads(sh("ip", "-n", NS_B, "-j", "link", "show", "b0").stdout)[0]["address"]
-        sh("ip", "-n", NS_A, "neigh", "replace", IP_B, "lladdr", mac_b, "dev", "a0", "nud", "permanent")
-        sh("ip", "-n", NS_B, "neigh", "replace", IP_A, "lladdr", mac_a, "dev", "b0", "nud", "permanent")
+        pin_neighbours((NS_A, "a0", IP_A), (NS_B, "b0", IP_B))
         delayline.write_config(lab.config, [lab.spec])
         lab.proc = delayline.start(lab.config, lab.stats, lab.ready)
         yield lab
     finally:
         if lab.proc is not None:
             delayline.stop(lab.proc)
-        for dev in made_dev:
-            sh("ip", "link", "del", dev, check=False)
-        for ns in made_ns:
-            sh("ip", "netns", "del", ns, check=False)
+        net.close()
 
 
 def ping_rtts(count: int = 40, interval: float = 0.01, warmup: int = 5) -> list[float]:

@@ -1,10 +1,12 @@
-"""Link emulation: the exact tc commands of the netem backend, and backend choice."""
+"""Link emulation: the exact tc commands of the netem backend, backend choice, and what the
+delay line's configuration accepts."""
 
 from __future__ import annotations
 
 import pytest
 
 from lab.capabilities import Capabilities
+from lab.delayline import ConfigError, parse_config
 from lab.emulation import (EmulationError, delay_line_ends, htb_commands, netem_commands,
                            resolve_backend)
 from lab.links import LinkParams
@@ -59,3 +61,19 @@ def test_delay_line_interface_names_fit_linux_limits():
     a, b = delay_line_ends(34)
     assert (a, b) == ("hld34a", "hld34b")
     assert len(delay_line_ends(99999)[0]) <= 15
+
+
+def test_netem_never_gets_a_negative_hold():
+    # The delay line's negative holds (chained links) mean "no hold" to netem.
+    cmd = netem_commands("x", LinkParams(delay_ms=0.2), -0.1)[-1]
+    assert cmd[cmd.index("delay") + 1] == "0ms"
+
+
+def test_delay_line_config_takes_spans_and_bounded_negative_holds():
+    link = {"name": "l", "ifname_a": "a", "ifname_b": "b"}
+    spec, = parse_config({"links": [{**link, "delay_ms": -0.4, "span_ms": 0.2}]})
+    assert (spec.delay_ms, spec.span_ms) == (-0.4, 0.2)
+    with pytest.raises(ConfigError, match="'delay_ms' must be a finite number >= -0.5"):
+        parse_config({"links": [{**link, "delay_ms": -0.6}]})
+    with pytest.raises(ConfigError, match="'span_ms' must be a finite number >= 0"):
+        parse_config({"links": [{**link, "delay_ms": 1, "span_ms": -1}]})
