@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -38,6 +39,10 @@ PROBE_GAP_MS = 3.0
 # Where the fabric alone takes longer than a link's delay, its hold goes negative: a link
 # chained after it makes the difference up, as far as the delay line lets it.
 MIN_HOLD_MS = -CHAIN_LIMIT * 1000
+# The path fit weighs no path's median as known better than this (ms); a link whose median
+# is known worse than ROUGH_SPREAD_MS (jitter) is not measured for its base.
+SPREAD_FLOOR_MS = 0.01
+ROUGH_SPREAD_MS = 0.1
 
 
 @dataclass
@@ -155,9 +160,12 @@ def calibrate(lab, samples: int = 30, rounds: int = 2) -> Calibration:
         lab.emulation.set_holds(holds)
         rtts = measure_links(lab, links, count=samples)
         measured = {i: statistics.median(r) for i, (r, _) in rtts.items() if r}
-        # A negative hold holds nothing on a one-link round trip (lab.delayline).
+        # A negative hold holds nothing on a one-link round trip (lab.delayline). A link
+        # whose median is known only roughly (jitter) gets the other links' typical base:
+        # the fabric's latency does not depend on the link's jitter.
         bases = {i: max(0.0, (rtt - access) / 2 - max(0.0, holds[i]))
-                 for i, rtt in measured.items()}
+                 for i, rtt in measured.items()
+                 if median_spread(rtts[i][0]) <= ROUGH_SPREAD_MS}
         fallback = statistics.median(bases.values()) if bases else 0.0
         result.links = []
         for link in topo.links:
@@ -196,14 +204,35 @@ def path_design(topology, pairs) -> tuple[list[list[float]], list[int]]:
 
 
 def fit_path_errors(rows: list[list[float]], errors: list[float],
-                    ridge: float = 1.0) -> list[float]:
-    """Least squares of errors on rows; every coefficient but the last (the per-hop one)
-    is pulled towards 0 with weight `ridge`, so that a link few paths start or end on is
-    not moved on little evidence."""
+                    spreads: list[float] | None = None, ridge: float = 1.0) -> list[float]:
+    """Weighted least squares of errors on rows.
+
+    Each path counts by how precisely its median is known: weight 1 / spread^2, scaled so
+    that the typical path weighs 1 (`spreads`: each path's interquartile range over the
+    square root of its samples; a path over a jittery link knows its median to a tenth of a
+    ms at best and must not move the holds by that much). Every coefficient but the last
+    (the per-hop one) is pulled towards 0 with weight `ridge`, so that a link few paths
+    start or end on is not moved on little evidence.
+    """
     design = np.array(rows)
+    if spreads is None:
+        weights = np.ones(len(rows))
+    else:
+        variances = np.maximum(np.array(spreads), SPREAD_FLOOR_MS) ** 2
+        weights = np.median(variances) / variances
     penalty = np.eye(design.shape[1]) * ridge
     penalty[-1, -1] = 0.0
-    return list(np.linalg.solve(design.T @ design + penalty, design.T @ np.array(errors)))
+    weighted = design.T * weights
+    solution = np.linalg.solve(weighted @ design + penalty, weighted @ np.array(errors))
+    return [float(x) for x in solution]
+
+
+def median_spread(samples: list[float]) -> float:
+    """How far a median of these samples may be off: interquartile range / sqrt(n)."""
+    if len(samples) < 4:
+        return math.inf
+    q1, _, q3 = statistics.quantiles(samples, n=4)
+    return (q3 - q1) / math.sqrt(len(samples))
 
 
 def _fit_paths(lab, result: Calibration, holds: dict[int, float], samples: int,
@@ -228,14 +257,14 @@ def _fit_paths(lab, result: Calibration, holds: dict[int, float], samples: int,
         rtts = measure(lab, probes, count=samples, warmup=2, gap_ms=PROBE_GAP_MS)
         # A one-link path over a link held 0 or less shows the fabric's own floor, which no
         # hold can lower: it would only push the hold down for the longer paths.
-        measured = [(row, statistics.median(r) - p["expected_rtt_ms"])
+        measured = [(row, statistics.median(r) - p["expected_rtt_ms"], median_spread(r))
                     for row, (p, _, _), (r, _) in zip(rows, pairs, rtts.values())
                     if r and not (len(p["path"]) == 2 and holds[links[row.index(2)]] <= 0)]
         if len(measured) < 3:
             return
-        coefficients = fit_path_errors([row for row, _ in measured], [e for _, e in measured])
+        coefficients = fit_path_errors(*map(list, zip(*measured)))
         result.paths_probed = len(measured)
-        result.path_errors_before_ms = [round(e, 4) for _, e in measured]
+        result.path_errors_before_ms = [round(e, 4) for _, e, _ in measured]
         trim += coefficients[-1] / 2
         for index, error in zip(links, coefficients):
             holds[index] = max(MIN_HOLD_MS, float(holds[index] - error))

@@ -48,3 +48,14 @@ def test_ridge_keeps_a_link_without_evidence_where_it_is():
     rows = [[2.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0], [0.0, 2.0, 0.0, 0.0]]
     fitted = fit_path_errors(rows, [0.2, 0.3, 0.2])
     assert fitted[2] == 0.0
+
+
+def test_a_path_known_only_roughly_barely_moves_the_holds():
+    # Four precise paths say link 0's hold is right; one over a jittery link (its median known
+    # to +-0.3 ms) says it is 1 ms off.
+    rows = [[2.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 2.0, 0.0], [1.0, 1.0, 2.0], [2.0, 0.0, 0.0]]
+    errors = [0.0, 0.0, 0.0, 0.0, 1.0]
+    spreads = [0.02, 0.02, 0.02, 0.02, 0.3]
+    weighted = fit_path_errors(rows, errors, spreads)
+    unweighted = fit_path_errors(rows, errors)
+    assert abs(weighted[0]) < 0.01 < 0.1 < unweighted[0]
