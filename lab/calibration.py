@@ -7,7 +7,8 @@ link, subtracts the round trip between two hosts on one switch (the access part 
 absorb) and the link's current hold, and sets each link's hold to its configured delay minus
 the base it found (below zero where the fabric alone is slower than the link: MIN_HOLD_MS);
 then measures and corrects once more at the new holds.
-Last, it probes every site-to-site path. The delay line chains links (a frame leaves each
+Last, it probes every site-to-site path (routed by lowest latency for the while, whatever the
+lab's strategy, where the lab's own controller runs). The delay line chains links (a frame leaves each
 further link its configured delay, the span, after it left the one before: lab.delayline), so
 a path's round trip depends on two holds, its first link's and its last link's, and on the
 spans of the others; a least-squares fit over all paths says how much each hold is off for the
@@ -21,6 +22,7 @@ import contextlib
 import json
 import math
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -39,6 +41,8 @@ PROBE_GAP_MS = 3.0
 # Where the fabric alone takes longer than a link's delay, its hold goes negative: a link
 # chained after it makes the difference up, as far as the delay line lets it.
 MIN_HOLD_MS = -CHAIN_LIMIT * 1000
+# After a change of the controller's strategy, before probing (as `lab compare` waits).
+ROUTE_SETTLE_S = 0.5
 # The path fit weighs no path's median as known better than this (ms); a link whose median
 # is known worse than ROUGH_SPREAD_MS (jitter) is not measured for its base.
 SPREAD_FLOOR_MS = 0.01
@@ -113,6 +117,25 @@ def pinned(lab, links):
         lab.ofctl("del-flows", {switch: [f"cookie={PIN_COOKIE:#x}/-1"] for switch in flows})
 
 
+@contextlib.contextmanager
+def lowest_latency_routes(lab):
+    """Within the block the lab routes by lowest latency, so that the paths probed are the
+    model's lowest-latency paths; yields False where that cannot be had (a static lab with
+    another strategy, or a foreign controller)."""
+    if lab.strategy == "latency":
+        yield True
+    elif lab.controller is None:
+        yield False
+    else:
+        lab.controller.set_strategy("latency")
+        time.sleep(ROUTE_SETTLE_S)
+        try:
+            yield True
+        finally:
+            lab.controller.set_strategy(lab.strategy)
+            time.sleep(ROUTE_SETTLE_S)
+
+
 def measurable_links(topology) -> list:
     return [link for link in topology.links
             if representative(topology, link.a) and representative(topology, link.b)]
@@ -177,8 +200,9 @@ def calibrate(lab, samples: int = 30, rounds: int = 2) -> Calibration:
                 uncompensated_ms=round(max(0.0, base - link.delay_ms), 4),
                 n=len(rtts.get(link.index, ([], 0))[0]),
                 rtt_p50_ms=round(measured.get(link.index, 0.0), 4)))
-    if lab.strategy == "latency":  # the paths probed are the lowest-latency ones
-        _fit_paths(lab, result, holds, samples=max(5, samples // 2))
+    with lowest_latency_routes(lab) as routed:
+        if routed:
+            _fit_paths(lab, result, holds, samples=max(5, samples // 2))
     (run_dir() / "calibration.json").write_text(json.dumps(result.as_dict(), indent=1))
     return result
 
