@@ -8,8 +8,9 @@ absorb) and the link's current hold, and sets each link's hold to its configured
 the base it found (below zero where the fabric alone is slower than the link: MIN_HOLD_MS);
 then measures and corrects once more at the new holds.
 Last, it probes every site-to-site path (routed by lowest latency for the while, whatever the
-lab's strategy, where the lab's own controller runs). The delay line chains links (a frame leaves each
-further link its configured delay, the span, after it left the one before: lab.delayline), so
+lab's strategy, where the lab's own controller runs). The delay line chains links (a frame
+leaves each further link its configured delay, the span, after it was due to leave the one
+before: lab.delayline), so
 a path's round trip depends on two holds, its first link's and its last link's, and on the
 spans of the others; a least-squares fit over all paths says how much each hold is off for the
 paths it starts or ends, and what each further link costs beyond its span; both are taken
@@ -291,7 +292,7 @@ def _fit_paths(lab, result: Calibration, holds: dict[int, float], samples: int,
         result.path_errors_before_ms = [round(e, 4) for _, e, _ in measured]
         trim += coefficients[-1] / 2
         for index, error in zip(links, coefficients):
-            holds[index] = max(MIN_HOLD_MS, float(holds[index] - error))
+            holds[index] = max(MIN_HOLD_MS, holds[index] - error)
         result.per_hop_rtt_ms = round(2 * trim, 4)
     for link in result.links:
         link.base_ms = round(link.base_ms + link.hold_ms - holds[link.index], 4)
