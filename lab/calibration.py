@@ -287,9 +287,11 @@ def _fit_paths(lab, result: Calibration, holds: dict[int, float], samples: int,
                     if r and not (len(p["path"]) == 2 and holds[links[row.index(2)]] <= 0)]
         if len(measured) < 3:
             return
-        coefficients = fit_path_errors(*map(list, zip(*measured)))
+        coefficients = fit_path_errors([row for row, _, _ in measured],
+                                       [error for _, error, _ in measured],
+                                       [spread for _, _, spread in measured])
         result.paths_probed = len(measured)
-        result.path_errors_before_ms = [round(e, 4) for _, e, _ in measured]
+        result.path_errors_before_ms = [round(error, 4) for _, error, _ in measured]
         trim += coefficients[-1] / 2
         for index, error in zip(links, coefficients):
             holds[index] = max(MIN_HOLD_MS, holds[index] - error)
