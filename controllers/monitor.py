@@ -21,6 +21,13 @@ switch answers after the round's packet-outs, on the same connection):
   CPU time from round to round, averaged, measured by the caller like `now`);
 - the margin a probe gets beyond its link's round trip grows with how much later than the
   echoes probes have recently come back.
+A probe is proven lost by the data plane where it can be: its destination switch returned a
+probe from another of its links that was due to arrive later (beyond the reordering slack:
+`margin_s`, the link's jitter and its full queue). The delay line and a switch pass frames
+in the order they are due, so on a loaded machine a late probe is overtaken by nothing; the
+echoes are answered by the control channel, which does not wait for the data plane, and
+prove only that the switches are alive. They decide alone for a switch with one link, and
+with a longer margin (FALLBACK_MARGIN_S) where the destination switch hears no other link.
 Fixed 5 Hz probing of every link direction once took a Python controller under software
 emulation (QEMU TCG) tens of seconds behind: answers came back after they were given up
 on, the echoes behind them proved the switches alive, and healthy links were declared down.
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import statistics
 import struct
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from controllers.flows import ETH_TYPE_PROBE
@@ -42,6 +49,12 @@ PROBE_SRC = "02:4c:ff:00:00:01"
 PROBE_MAGIC = b"HLPR"
 CPU_SHARE = 0.2  # the most of one CPU that the controller's probing may take
 MAX_PERIOD_S = 5.0  # however slow the machine, a round at least this often
+FALLBACK_MARGIN_S = 1.0  # echo proof's margin where the data plane can prove it instead
+FRAME_BITS = 1514 * 8  # a full frame, for the time a full queue takes to drain
+# Open vSwitch revalidates its datapath's cached flows after a flow change in the background:
+# for a while after a switch connects, probes may still meet a cached drop. A direction never
+# heard from counts its losses only from this long after both switches had their flows.
+STARTUP_GRACE_S = 2.0
 _PAYLOAD = struct.Struct("!4sQIQ")  # magic, source dpid, source port, sequence number
 ETH_HEADER = struct.Struct("!6s6sH")
 
@@ -109,15 +122,26 @@ class DelayMonitor:
         self.margin_s = margin_s  # the least time a probe gets beyond its link's round trip
         self.directions: dict[tuple[int, int], Direction] = {}  # (src dpid, src port) -> it
         self.delay_s: dict[tuple[int, int], float] = {}  # the same -> the link's one-way delay
+        self.slack_s: dict[tuple[int, int], float] = {}  # the same -> how late it may still be
         for link in topology.links:
+            queue_s = (link.queue_packets * FRAME_BITS / (link.bandwidth_mbit * 1e6)
+                       if link.bandwidth_mbit else 0.0)
             for a, b in ((link.a, link.b), (link.b, link.a)):
                 d = Direction(a, int(topology.sites[a].dpid, 16), topology.port_to(a, b),
                               b, int(topology.sites[b].dpid, 16), topology.port_to(b, a))
-                self.directions[(d.src_dpid, d.src_port)] = d
-                self.delay_s[(d.src_dpid, d.src_port)] = link.delay_ms / 1000
+                key = (d.src_dpid, d.src_port)
+                self.directions[key] = d
+                self.delay_s[key] = link.delay_ms / 1000
+                self.slack_s[key] = margin_s + 3 * link.jitter_ms / 1000 + queue_s
+        self.inbound = Counter(d.dst_dpid for d in self.directions.values())
+        # dpid -> the latest time a probe it returned was due to arrive there (data plane).
+        self.heard_due: dict[int, float] = {}
         self.state = {key: _DirectionState() for key in self.directions}
         self.rtt_s: dict[int, float] = {}
         self.echo_ok: dict[int, float] = {}  # dpid -> send time of the latest answered echo
+        # dpid -> send time of the first echo it answered: its flows (sent before the echo
+        # on the same connection) are in its tables from then on.
+        self.ready_at: dict[int, float] = {}
         self._echo_pending: dict[tuple[int, int], float] = {}
         self._pending: dict[int, tuple[tuple[int, int], float]] = {}
         self._seq = 0
@@ -156,6 +180,8 @@ class DelayMonitor:
         self.connected.discard(dpid)
         self.rtt_s.pop(dpid, None)
         self.echo_ok.pop(dpid, None)
+        self.ready_at.pop(dpid, None)
+        self.heard_due.pop(dpid, None)
         self._echo_pending = {k: t for k, t in self._echo_pending.items() if k[0] != dpid}
         for key, d in self.directions.items():
             if dpid in (d.src_dpid, d.dst_dpid):
@@ -201,6 +227,7 @@ class DelayMonitor:
         if sent is not None:
             self.rtt_s[dpid] = now - sent
             self.echo_ok[dpid] = max(self.echo_ok.get(dpid, sent), sent)
+            self.ready_at.setdefault(dpid, sent)
 
     def probe_received(self, dpid: int, in_port: int, data: bytes, now: float) -> Direction | None:
         """Record a probe that came back; returns its direction if it was one of ours."""
@@ -219,27 +246,42 @@ class DelayMonitor:
         echo = self.rtt_s.get(d.dst_dpid, 0.0)
         self.lateness_s.append(max(0.0, now - sent - self.delay_s[key] - echo))
         st.last_rx = now
+        due = sent + self.delay_s[key]
+        self.heard_due[dpid] = max(self.heard_due.get(dpid, due), due)
         while st.unanswered and st.unanswered[0] <= sent:  # it and the probes before it
             st.unanswered.popleft()
         return d
 
     def silent(self) -> set[frozenset[str]]:
-        """Links with a direction that lost `misses` probes in a row while both switches
-        answered echo requests sent after those probes (plus the link's round trip and
-        the margin)."""
+        """Links with a direction that lost `misses` probes in a row (see `_lost_until`),
+        counting only probes sent once both switches had their flows (and, until the
+        direction was first heard from, STARTUP_GRACE_S more)."""
         quiet = set()
-        margin = self.margin
         for key, st in self.state.items():
-            if len(st.unanswered) < self.misses:
+            if len(st.unanswered) < self.misses or st.started is None:
                 continue
             d = self.directions[key]
-            if st.started is None or d.src_dpid not in self.echo_ok or d.dst_dpid not in self.echo_ok:
+            if d.src_dpid not in self.ready_at or d.dst_dpid not in self.ready_at:
                 continue
-            proof = min(self.echo_ok[d.src_dpid], self.echo_ok[d.dst_dpid])
-            allowance = 2 * self.delay_s[key] + margin
-            if sum(1 for sent in st.unanswered if sent + allowance <= proof) >= self.misses:
+            ready = max(self.ready_at[d.src_dpid], self.ready_at[d.dst_dpid])
+            if st.last_rx is None:
+                ready += STARTUP_GRACE_S
+            lost_until = self._lost_until(key)
+            if sum(1 for sent in st.unanswered if ready <= sent <= lost_until) >= self.misses:
                 quiet.add(link_id(d.src_site, d.dst_site))
         return quiet
+
+    def _lost_until(self, key: tuple[int, int]) -> float:
+        """The latest send time up to which an unanswered probe of this direction is proven
+        lost: by a later-due probe its destination returned from another link, or by echo
+        requests both switches answered after it (its link's round trip and a margin
+        later)."""
+        d = self.directions[key]
+        delay = self.delay_s[key]
+        heard = self.heard_due.get(d.dst_dpid, float("-inf")) - delay - self.slack_s[key]
+        margin = self.margin if self.inbound[d.dst_dpid] == 1 else FALLBACK_MARGIN_S
+        echoed = min(self.echo_ok[d.src_dpid], self.echo_ok[d.dst_dpid])
+        return max(heard, echoed - 2 * delay - margin)
 
     def measurements(self) -> dict[frozenset[str], Measurement]:
         """Median of recent samples of both directions of every link heard from."""

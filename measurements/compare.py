@@ -213,8 +213,12 @@ def probe(config: dict, out) -> None:
 
     mode "request": connect, send a line, read the answer (the serving host's name) until
     the server closes; mode "connect": the handshake only. A request not done within
-    `timeout_s` (or refused, or reset) is written as failed.
+    `timeout_s` (or refused, or reset) is written as failed. On SIGTERM it sends no more
+    and lets the requests under way finish or time out: cutting them short would count
+    the measurement's own end as failures.
     """
+    stop_requested = []
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.append(True))
     spaces, sel = Namespaces(), selectors.DefaultSelector()
     timeout = config["timeout_s"]
     targets = config["targets"]
@@ -222,7 +226,6 @@ def probe(config: dict, out) -> None:
     # Spread the first sends over the interval, so the clients do not move in lockstep.
     next_send = [now + i * t["interval_s"] / max(1, len(targets)) for i, t in enumerate(targets)]
     pending: dict[int, _Request] = {}
-    stopping_at = None
 
     def finish(req: _Request, ok: bool, error: str = "") -> None:
         latency = (time.perf_counter() - req.t0) * 1000
@@ -240,67 +243,54 @@ def probe(config: dict, out) -> None:
                               "latency_ms": round(latency, 4) if ok else None, "ok": ok,
                               "served_by": served or None, "error": error or None}) + "\n")
 
-    try:
-        while pending or stopping_at is None:
-            now = time.monotonic()
-            if stopping_at is None:
-                for i, target in enumerate(targets):
-                    if now < next_send[i]:
-                        continue
-                    next_send[i] = max(next_send[i] + target["interval_s"], now)
-                    sock = spaces.socket(target["pid"])
-                    sock.setblocking(False)
-                    req = _Request(target, sock, time.time(), time.perf_counter())
-                    err = sock.connect_ex((target["dst"], target["port"]))
-                    pending[id(req)] = req
-                    if err not in (0, errno.EINPROGRESS):
-                        finish(req, False, os.strerror(err))
-                        continue
-                    sel.register(sock, selectors.EVENT_WRITE, req)
-            elif time.monotonic() > stopping_at:
-                for req in list(pending.values()):
-                    finish(req, False, "stopped")
-                break
-            for req in [r for r in pending.values() if time.perf_counter() - r.t0 > timeout]:
-                finish(req, False, "timeout")
-            wait = min([n - time.monotonic() for n in next_send] + [0.01]) \
-                if stopping_at is None else 0.01
-            try:
-                events = sel.select(max(0.0, wait))
-            except _Stop:
-                stopping_at = time.monotonic() + timeout
-                continue
-            for key, mask in events:
-                req = key.data
-                if not req.connected:
-                    err = req.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err:
-                        finish(req, False, os.strerror(err))
-                        continue
-                    req.connected = True
-                    if req.target["mode"] == "connect":
-                        finish(req, True)
-                        continue
-                    try:
-                        req.sock.send(b"GET\n")
-                    except OSError as exc:
-                        finish(req, False, exc.strerror or str(exc))
-                        continue
-                    sel.modify(req.sock, selectors.EVENT_READ, req)
+    while pending or not stop_requested:
+        now = time.monotonic()
+        if not stop_requested:
+            for i, target in enumerate(targets):
+                if now < next_send[i]:
+                    continue
+                next_send[i] = max(next_send[i] + target["interval_s"], now)
+                sock = spaces.socket(target["pid"])
+                sock.setblocking(False)
+                req = _Request(target, sock, time.time(), time.perf_counter())
+                err = sock.connect_ex((target["dst"], target["port"]))
+                pending[id(req)] = req
+                if err not in (0, errno.EINPROGRESS):
+                    finish(req, False, os.strerror(err))
+                    continue
+                sel.register(sock, selectors.EVENT_WRITE, req)
+        for req in [r for r in pending.values() if time.perf_counter() - r.t0 > timeout]:
+            finish(req, False, "timeout")
+        wait = min([n - time.monotonic() for n in next_send] + [0.01])
+        events = sel.select(max(0.0, wait))
+        for key, mask in events:
+            req = key.data
+            if not req.connected:
+                err = req.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    finish(req, False, os.strerror(err))
+                    continue
+                req.connected = True
+                if req.target["mode"] == "connect":
+                    finish(req, True)
                     continue
                 try:
-                    data = req.sock.recv(256)
+                    req.sock.send(b"GET\n")
                 except OSError as exc:
                     finish(req, False, exc.strerror or str(exc))
                     continue
-                if data:
-                    req.reply += data
-                else:
-                    finish(req, bool(req.reply), "" if req.reply else "closed without answer")
-            out.flush()
-    except _Stop:
-        for req in list(pending.values()):
-            finish(req, False, "stopped")
+                sel.modify(req.sock, selectors.EVENT_READ, req)
+                continue
+            try:
+                data = req.sock.recv(256)
+            except OSError as exc:
+                finish(req, False, exc.strerror or str(exc))
+                continue
+            if data:
+                req.reply += data
+            else:
+                finish(req, bool(req.reply), "" if req.reply else "closed without answer")
+        out.flush()
     out.flush()
 
 
@@ -309,8 +299,8 @@ def _helper_main(argv: list[str]) -> int:
         print("usage: python -m measurements.compare serve|probe CONFIG.json", file=sys.stderr)
         return 2
     config = json.loads(Path(argv[1]).read_text())
-    signal.signal(signal.SIGTERM, _raise_stop)
     if argv[0] == "serve":
+        signal.signal(signal.SIGTERM, _raise_stop)
         serve(config)
     else:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it with SIGTERM

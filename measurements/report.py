@@ -22,7 +22,9 @@ Definitions used throughout:
   before the failure succeeded (a writer sent to the read-only standby has no outage to
   measure: its refusals count as failed writes); "read-only" counts refused writes;
 - promotion: from the failure to the failover manager's pg_promote() returning, from its
-  own record (the standby's host shares the machine's clock).
+  own record (the standby's host shares the machine's clock); negative when the standby was
+  promoted before the failure (a false failover: the manager missed checks of a primary
+  that was up).
 """
 
 from __future__ import annotations
@@ -353,8 +355,13 @@ def findings(results: dict) -> list[str]:
                     w = c["writes"]
                     desc = (f"write outage {_ms(w['outage_ms'])} over {w['writers_measured']} "
                             f"writer(s)" if w["writers_measured"] else "no writer wrote before")
-                    if c["promotion_ms"] is not None:
-                        desc += f", standby promoted {c['promotion_ms']:.0f} ms after the failure"
+                    promotion = c["promotion_ms"]
+                    if promotion is not None and promotion < 0:
+                        desc += (f", standby promoted {-promotion / 1000:.1f} s before the "
+                                 "failure (a false failover: its manager missed checks of a "
+                                 "primary that was up)")
+                    elif promotion is not None:
+                        desc += f", standby promoted {promotion:.0f} ms after the failure"
                     parts.append(f"{c['strategy']}: {desc}")
                 out.append(f"{scenario}, writes through the db address: " + "; ".join(parts)
                            + ".")

@@ -4,7 +4,6 @@ dc-failure, few samples, then the report checked against the raw samples."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -18,10 +17,8 @@ pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet, pytest.mar
 
 
 def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
-    t0 = time.monotonic()
     result = run_compare(DEFAULT_TOPOLOGY, strategies=["latency", "primary-standby"],
                          scenarios=["normal", "dc-failure"], samples=2, out_dir=tmp_path)
-    assert time.monotonic() - t0 < 180
     for name in ("requests.jsonl", "db.csv", "cells.jsonl", "setup.json", DEFAULT_TOPOLOGY.name,
                  "report.md", "results.json"):
         assert (tmp_path / name).exists(), name

@@ -142,6 +142,20 @@ def test_write_outage_only_over_writers_that_wrote_before(raw_dir):
                "hops 50 %" in s for s in findings)
 
 
+def test_a_promotion_before_the_failure_is_named_a_false_failover(raw_dir):
+    path = raw_dir / "cells.jsonl"
+    cells = [json.loads(line) for line in path.read_text().splitlines()]
+    for c in cells:
+        if c["scenario"] == "dc-failure" and c["strategy"] == "hops":
+            c["promotion"] = {"first_miss": T0 - 20.5, "detected": T0 - 20.2,
+                              "promoted": T0 - 20.0, "ok": True}
+    path.write_text("".join(json.dumps(c) + "\n" for c in cells))
+    results = compute(load_raw(raw_dir))
+    assert cell(results, "dc-failure", "hops")["promotion_ms"] == pytest.approx(-21000.0)
+    assert any("hops: " in s and "standby promoted 21.0 s before the failure (a false "
+               "failover" in s for s in results["findings"])
+
+
 def test_model_differences_name_the_consumers_and_what_was_measured(raw_dir):
     findings = compute(load_raw(raw_dir))["findings"]
     model = next(s for s in findings if s.startswith("normal, latency vs hops"))
