@@ -4,10 +4,10 @@ The controller sends a probe out of a switch port (packet-out), the neighbour sw
 it back (packet-in); the time between, minus half the control-channel round trip to each
 of the two switches (OpenFlow echo), is the link's one-way delay. A link direction that
 stops returning probes is down even when no port went down (a failure in the middle of an
-emulated link changes no carrier). A probe only counts as lost once both switches have
-answered an echo request sent after it (plus the link's round trip and a margin): when the
-controller or the switch stalls (a loaded machine), every probe is late but no link is
-blamed. Pure bookkeeping: the caller passes `now` and sends.
+emulated link changes no carrier). A probe only counts as lost once something that left
+after it came back (below): when the controller, a switch or the data plane stalls (a
+loaded machine), every probe is late but no link is blamed. Pure bookkeeping: the caller
+passes `now` and sends.
 
 Probing adapts to the machine's speed, so that it neither overloads a slow controller nor
 blames a healthy link there, and still notices a silent failure within a second on a fast
@@ -21,6 +21,7 @@ switch answers after the round's packet-outs, on the same connection):
   CPU time from round to round, averaged, measured by the caller like `now`);
 - the margin a probe gets beyond its link's round trip grows with how much later than the
   echoes probes have recently come back.
+
 A probe is proven lost by the data plane where it can be: its destination switch returned a
 probe from another of its links that was due to arrive later (beyond the reordering slack:
 `margin_s`, the link's jitter and its full queue). The delay line and a switch pass frames
@@ -28,6 +29,7 @@ in the order they are due, so on a loaded machine a late probe is overtaken by n
 echoes are answered by the control channel, which does not wait for the data plane, and
 prove only that the switches are alive. They decide alone for a switch with one link, and
 with a longer margin (FALLBACK_MARGIN_S) where the destination switch hears no other link.
+
 Fixed 5 Hz probing of every link direction once took a Python controller under software
 emulation (QEMU TCG) tens of seconds behind: answers came back after they were given up
 on, the echoes behind them proved the switches alive, and healthy links were declared down.

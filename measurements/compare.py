@@ -291,7 +291,6 @@ def probe(config: dict, out) -> None:
             else:
                 finish(req, bool(req.reply), "" if req.reply else "closed without answer")
         out.flush()
-    out.flush()
 
 
 def _helper_main(argv: list[str]) -> int:

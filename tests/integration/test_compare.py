@@ -41,6 +41,10 @@ def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
     normal = next(c for c in results["cells"]
                   if c["scenario"] == "normal" and c["strategy"] == "latency")
     assert normal["clients"]["p50_ms"] == pytest.approx(p50)
+    # Without a failure no request fails, not even those under way when a cell ends.
+    for c in results["cells"]:
+        if c["scenario"] == "normal":
+            assert c["clients"]["failed"] == 0 and c["services"]["failed"] == 0, c["strategy"]
     assert f"| latency | {p50:.1f} |" in (tmp_path / "report.md").read_text()
 
     # The failure was seen from the clients' side: primary-standby's clients all used the
