@@ -32,6 +32,9 @@ from topologies.model import TopologyError, load
 DEFAULT_TOPOLOGY = Path(topologies.__file__).parent / "hybrid-cloud.yaml"
 LOCALHOST = "127.0.0.1"
 LOG = logging.getLogger("controllers.launcher")
+# After a strategy change, before traffic may count on the new routes: the REST call returns
+# once the flow mods are sent, not applied (no barrier is exposed).
+ROUTE_SETTLE_S = 0.5
 
 
 class ControllerError(RuntimeError):

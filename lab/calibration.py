@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from controllers.launcher import ROUTE_SETTLE_S
 from lab.delayline import CHAIN_LIMIT
 from lab.icmpprobe import measure
 from lab.runstate import run_dir
@@ -42,8 +43,6 @@ PROBE_GAP_MS = 3.0
 # Where the fabric alone takes longer than a link's delay, its hold goes negative: a link
 # chained after it makes the difference up, as far as the delay line lets it.
 MIN_HOLD_MS = -CHAIN_LIMIT * 1000
-# After a change of the controller's strategy, before probing (as `lab compare` waits).
-ROUTE_SETTLE_S = 0.5
 # The path fit weighs no path's median as known better than this (ms); a link whose median
 # is known worse than ROUGH_SPREAD_MS (jitter) is not measured for its base.
 SPREAD_FLOOR_MS = 0.01

@@ -53,6 +53,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from controllers.launcher import ROUTE_SETTLE_S
 from measurements.jsonlines import read_json_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ WRITER_INTERVAL_S = 0.25
 FAILOVER = {"interval_s": 0.1, "timeout_s": 0.2, "misses": 3}
 REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 3.0  # probes keep running this long after a failure is injected
-SETTLE_S = 0.5  # after a strategy change or a repair
+SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
 APP_SERVICE, DB_SERVICE = "app", "db"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
