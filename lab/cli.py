@@ -23,6 +23,7 @@ from lab.emulation import CHOICES
 from lab.network import CONTROLLER_HELP, Lab, LabError, parse_controller
 from lab.links import LinkParamError
 from lab.signals import Interrupted, stop_signals_raise
+from lab.switchpriority import PRIORITY
 from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
 from topologies.mininet_topo import DEFAULT_TOPOLOGY
 from topologies.model import Topology, TopologyError, load
@@ -157,6 +158,8 @@ def _up_summary(lab) -> str:
         text += (f"; fabric calibrated: link bases {bases[0]:.3f}-{bases[-1]:.3f} ms one way, "
                  f"{c.per_hop_rtt_ms:+.3f} ms RTT per further link on paths ({c.paths_probed} "
                  f"paths fitted); {left} links shorter than the fabric's own latency")
+    if lab.switch_priority:
+        text += f"; switch daemons at SCHED_FIFO {PRIORITY} while light"
     return text
 
 

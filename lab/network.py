@@ -32,6 +32,7 @@ from lab.nsswitch import NamespacedOVSSwitch
 from lab.runstate import (PROCESS_MARKER, RunState, load_state, new_run_id, process_start,
                           remove_state, run_dir)
 from lab.signals import signals_held
+from lab.switchpriority import SwitchPriority
 from topologies.mininet_topo import HybridTopo
 from topologies.model import Topology
 
@@ -111,6 +112,7 @@ class Lab:
         self.controller: ControllerProcess | None = None
         self.relay: subprocess.Popen | None = None  # unix socket -> controller, for namespaced switches
         self.emulation: LinkEmulation | None = None
+        self.switch_priority: SwitchPriority | None = None  # userspace datapath only
         self.calibration = None  # lab.calibration.Calibration once measured
         self.timing = Timing()
 
@@ -172,6 +174,7 @@ class Lab:
         self.net.build()
         self._configure_interfaces()
         self.net.start()
+        self._raise_switches()
         self.emulation = LinkEmulation(self.backend, self._emulated_links(), run_dir())
         try:
             self.emulation.start()
@@ -196,6 +199,17 @@ class Lab:
             self.emulation.set_holds(self.calibration.holds,
                                      span_trim_ms=self.calibration.span_trim_ms)
             self.timing.calibration_s = time.monotonic() - t0
+
+    def _raise_switches(self) -> None:
+        """Namespaced switches' main threads real-time while light (lab.switchpriority)."""
+        tids = [s.vswitchd_pid() for s in self.net.switches if isinstance(s, NamespacedOVSSwitch)]
+        tids = [tid for tid in tids if tid is not None]
+        if not tids:
+            return
+        self.switch_priority = SwitchPriority(tids)
+        if not self.switch_priority.start():
+            self.log("warning: switch daemons stay at normal priority (SCHED_FIFO not permitted)")
+            self.switch_priority = None
 
     def _start_relay(self) -> Path:
         """A Unix socket that switches in their own namespaces reach the controller through."""
@@ -232,7 +246,9 @@ class Lab:
             return
         t0 = time.monotonic()
         with signals_held():
-            for part, stop in (("link emulation", self.emulation and self.emulation.stop),
+            for part, stop in (("switch priority", self.switch_priority
+                                and self.switch_priority.stop),
+                               ("link emulation", self.emulation and self.emulation.stop),
                                ("controller", self.controller and self.controller.stop),
                                ("relay", self.relay and self.relay.kill),
                                ("network", self.net and self._stop_network)):
@@ -244,6 +260,7 @@ class Lab:
             if self.relay is not None:
                 self.relay.wait(timeout=5)
             self.emulation = self.controller = self.relay = self.net = None
+            self.switch_priority = None
             cleanup.remove_run(self.state.run_id, self.state.switches)
             remove_state()
             self.state = None

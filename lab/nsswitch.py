@@ -105,13 +105,18 @@ class NamespacedOVSSwitch(Switch):
         return switches
 
     def daemon_pids(self) -> list[int]:
-        pids = []
-        for name in ("vswitchd.pid", "ovsdb.pid"):
-            try:
-                pids.append(int((self.ovs_dir / name).read_text().strip()))
-            except (OSError, ValueError):
-                pass
-        return pids
+        pids = [self._pid(name) for name in ("vswitchd.pid", "ovsdb.pid")]
+        return [pid for pid in pids if pid is not None]
+
+    def vswitchd_pid(self) -> int | None:
+        """ovs-vswitchd's process id, which is also its main (forwarding) thread's."""
+        return self._pid("vswitchd.pid")
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int((self.ovs_dir / name).read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def dpctl(self, *args):
         """ovs-ofctl against this switch (Mininet's `dpctl` CLI command uses it)."""

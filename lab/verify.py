@@ -69,6 +69,7 @@ def verify(lab, samples: int = 50, tolerance: Tolerance | None = None) -> dict:
         "median_abs_path_error_ms": round(statistics.median(errors), 4) if errors else None,
         "calibration": lab.calibration.as_dict() if lab.calibration else None,
         "delay_line": lab.emulation.stats().get("links", {}),
+        "switch_priority": lab.switch_priority.summary() if lab.switch_priority else None,
         "links": link_rows,
         "paths": path_rows,
     }

@@ -38,6 +38,15 @@ hosts:
 """
 
 
+def wait_for(condition, timeout: float, what: str, poll: float = 0.05):
+    """Poll `condition` until it is true (and return its value); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"{what} not within {timeout:g} s"
+        time.sleep(poll)
+    return result
+
+
 def run_lab(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     """Run the `lab` command as a user would, from the project root."""
     return subprocess.run(LAB + list(args), cwd=ROOT, capture_output=True, text=True,

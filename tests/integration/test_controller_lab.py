@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -27,7 +26,7 @@ from controllers.launcher import ControllerError
 from lab.capabilities import run
 from lab.icmpprobe import measure
 from lab.network import Lab
-from tests.helpers import DEFAULT_TOPOLOGY
+from tests.helpers import DEFAULT_TOPOLOGY, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
 from topologies.model import load
 
@@ -108,14 +107,6 @@ def assert_change(measured: float, predicted: float, what: str) -> None:
     allowed = CHANGE_MS + CHANGE_PCT / 100 * abs(predicted)
     assert abs(measured - predicted) <= allowed, (
         f"{what}: RTT changed by {measured:.3f} ms, model {predicted:.3f} ms (allowed +-{allowed:.2f})")
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"{what} not within {timeout:g} s"
-        time.sleep(0.05)
-    return result
 
 
 def test_every_site_reaches_every_other_at_the_model_rtt(lab):

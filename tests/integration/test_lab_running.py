@@ -9,7 +9,8 @@ import pytest
 
 from lab.network import Lab
 from lab.probe import site_rtts
-from tests.helpers import DEFAULT_TOPOLOGY, iperf3
+from lab.switchpriority import PRIORITY
+from tests.helpers import DEFAULT_TOPOLOGY, iperf3, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
 from topologies.model import load
 
@@ -54,6 +55,13 @@ def test_switches_use_the_detected_datapath(running_lab):
         assert len(daemons) == 2
         assert all(os.readlink(f"/proc/{pid}/ns/net") == os.readlink(f"/proc/{switch.pid}/ns/net")
                    != os.readlink("/proc/self/ns/net") for pid in daemons)
+        # The forwarding (main) thread runs real-time while light: it is idle here, so it
+        # is raised within a few watch windows even if an earlier test made it busy.
+        vswitchd, ovsdb = daemons
+        wait_for(lambda: os.sched_getscheduler(vswitchd) == os.SCHED_FIFO, 2.0,
+                 "the switch's main thread real-time")
+        assert os.sched_getparam(vswitchd).sched_priority == PRIORITY
+        assert os.sched_getscheduler(ovsdb) == os.SCHED_OTHER
     else:
         kind = subprocess.run(["ovs-vsctl", "get", "bridge", "hldc1", "datapath_type"],
                               capture_output=True, text=True).stdout.strip()
