@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")"
 
 PACKAGES="mininet openvswitch-switch postgresql-15 iperf3 ethtool iputils-ping telnet
-iproute2 procps psmisc socat python3-venv python3-dev gcc"
+iproute2 procps psmisc socat python3-venv python3-dev gcc libtcmalloc-minimal4"
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (the lab creates namespaces, veths and OVS bridges)" >&2

@@ -62,6 +62,8 @@ def test_switches_use_the_detected_datapath(running_lab):
                  "the switch's main thread real-time")
         assert os.sched_getparam(vswitchd).sched_priority == PRIORITY
         assert os.sched_getscheduler(ovsdb) == os.SCHED_OTHER
+        # Its allocator is tcmalloc (lab/nsswitch.py; setup.sh installs it).
+        assert "libtcmalloc_minimal" in open(f"/proc/{vswitchd}/maps").read()
     else:
         kind = subprocess.run(["ovs-vsctl", "get", "bridge", "hldc1", "datapath_type"],
                               capture_output=True, text=True).stdout.strip()
