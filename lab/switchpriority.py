@@ -12,10 +12,10 @@ line's spin before a deadline.
 
 A switch forwarding bulk traffic at real-time priority would take whole cores from everything
 else (measurements/bench_switch_priority.py: bulk TCP over dc1-op1a with the switches always
-at SCHED_FIFO, a normal CPU-bound process got 0.07 of a core; 0.52 with this watcher). So a
-watcher measures each main thread's CPU every WINDOW_S and sends one that used more than
-DEMOTE_SHARE of a CPU back to normal priority, and raises it again once it used less than
-PROMOTE_SHARE: real-time wake-ups for light traffic, fair sharing for bulk.
+at SCHED_FIFO, a normal CPU-bound process got 0.06-0.07 of a core; 0.50-0.52 with this
+watcher). So a watcher measures each main thread's CPU every WINDOW_S and sends one that used
+more than DEMOTE_SHARE of a CPU back to normal priority, and raises it again once it used
+less than PROMOTE_SHARE: real-time wake-ups for light traffic, fair sharing for bulk.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,17 +25,16 @@ from lab.network import Lab  # noqa: E402
 from lab.nsswitch import NamespacedOVSSwitch  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
 from lab.switchpriority import set_realtime  # noqa: E402
+from measurements.bench_delayline import CLK_TCK, cpu_ticks  # noqa: E402
 from topologies.mininet_topo import DEFAULT_TOPOLOGY  # noqa: E402
 from topologies.model import load  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PORT = 5399
 
 
 def cpu_s(pid: int) -> float:
     """CPU time of a whole process (all threads), in seconds."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return cpu_ticks(pid) / CLK_TCK
 
 
 def phase(lab: Lab, daemons: list[int], seconds: float) -> dict:
