@@ -21,6 +21,7 @@ from controllers.strategies import STRATEGIES
 from lab.capabilities import detect
 from lab.emulation import CHOICES
 from lab.network import CONTROLLER_HELP, Lab, LabError, parse_controller
+from lab.nsswitch import ALLOCATOR
 from lab.links import LinkParamError
 from lab.signals import Interrupted, stop_signals_raise
 from lab.switchpriority import PRIORITY
@@ -112,6 +113,9 @@ def cmd_doctor(args) -> int:
     table.add_row("Mininet", caps.mininet or "[red]missing[/]", "")
     table.add_row("PostgreSQL server", caps.postgres or "[red]missing[/]", "")
     table.add_row("os-ken", caps.os_ken or "[red]missing[/]", "")
+    if caps.datapath == "user":
+        table.add_row("tcmalloc (for the userspace switches)", ALLOCATOR or "[red]missing[/]",
+                      "preloaded into each switch" if ALLOCATOR else "glibc malloc: run ./setup.sh")
     console.print(table)
     return 0 if caps.ovs_running and caps.mininet else 1
 

@@ -107,3 +107,12 @@ def test_main_job_measures_every_pair(tmp_path):
     # All sources probe at once; a rare lost reply is reported, not hidden.
     assert sum(p["sent"] - p["n"] for p in report["pairs"]) <= 0.02 * 3 * len(report["pairs"])
     assert lab_leftovers() == NOTHING
+
+
+def test_doctor_reports_what_the_lab_will_use():
+    result = run_lab("doctor", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Open vSwitch running" in result.stdout
+    if "OVS datapath: user" in result.stdout:
+        # setup.sh installs the switches' allocator (lab/nsswitch.py).
+        assert "libtcmalloc_minimal" in result.stdout
