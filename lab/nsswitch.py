@@ -10,9 +10,9 @@ own.
 
 Each switch's daemons allocate memory with tcmalloc (gperftools' minimal build, preloaded)
 where it is installed (setup.sh installs it). The main thread polls every port's socket in
-each loop, and OVS's Linux netdev allocates a batch of packet buffers before each receive and
-frees the ones it did not fill: glibc's malloc and free took a quarter of the thread's time
-(perf on dc1's switch at 500 pings a second). With tcmalloc (ping p50 at 100 a second, `lab up
+each loop and allocates packet buffers for it: glibc's malloc and free took a quarter of the
+thread's time (perf on dc1's switch at 500 pings a second; which OVS paths allocate was not
+traced, Debian's binary is stripped). With tcmalloc (ping p50 at 100 a second, `lab up
 --no-calibrate --controller static`, two runs each): pg1 -> mono1 on one switch 0.280-0.287 ->
 0.214-0.231 ms, pg1 -> svop1a over one 0.2 ms link 0.989-0.991 -> 0.888-0.904 ms (jemalloc:
 0.205-0.231 and 0.919-0.921 ms).

@@ -38,7 +38,7 @@ def wants_realtime(realtime: bool, share: float) -> bool:
 
 
 def cpu_seconds(tid: int) -> float:
-    """Time a thread has run, from the scheduler's own account (nanoseconds)."""
+    """Seconds a thread has run, from the scheduler's own account (schedstat, in ns)."""
     with open(f"/proc/{tid}/task/{tid}/schedstat") as f:
         return int(f.read().split()[0]) / 1e9
 
@@ -95,13 +95,13 @@ class SwitchPriority:
             self.realtime.pop(tid, None)
 
     def _watch(self) -> None:
-        last = {tid: self._cpu(tid) for tid in self.realtime}
+        last = {tid: used for tid in self.realtime if (used := self._cpu(tid)) is not None}
         then = time.monotonic()
         while not self._stop.wait(WINDOW_S):
             now = time.monotonic()
             for tid in list(self.realtime):
                 used = self._cpu(tid)
-                if used is None or last[tid] is None:  # the switch went away (teardown)
+                if used is None or tid not in last:  # the switch went away (teardown)
                     self.realtime.pop(tid)
                     continue
                 share = (used - last[tid]) / (now - then)

@@ -68,9 +68,11 @@ def phase(lab: Lab, daemons: list[int], seconds: float) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per phase (default 8)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.seconds < 4:
+        parser.error("--seconds: at least 4 (2 s of ramp-up and 1 s at the end are not measured)")
     stop_signals_raise()
     results = {}
     with Lab(load(DEFAULT_TOPOLOGY), controller="static", calibrate=False) as lab:
