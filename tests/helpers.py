@@ -38,6 +38,12 @@ hosts:
 """
 
 
+# How long a test waits for the lab to react to a change (a reroute, a priority change): long,
+# because a loaded CI machine is slow. Tests check what happens; how fast it happens is
+# measured by the benchmarks in measurements/ (e.g. bench_controller.py: reroutes).
+SETTLE_S = 10.0
+
+
 def wait_for(condition, timeout: float, what: str, poll: float = 0.05):
     """Poll `condition` until it is true (and return its value); fail naming `what`."""
     deadline = time.monotonic() + timeout

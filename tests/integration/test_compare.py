@@ -70,7 +70,12 @@ def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
             assert "promotion" not in c
     writes = failover["writes"]
     assert writes["writers_measured"] >= 1 and writes["outage_ms"] is not None
-    assert 0 < failover["promotion_ms"] < 3000
+    # The report's promotion time is the raw one (how fast promotion is, is a benchmark's
+    # business: the order above is what must hold on any machine).
+    dr = next(c for c in cells if c["scenario"] == "dc-failure" and c["strategy"] == "primary-standby")
+    promoted_after_s = dr["promotion"]["promoted"] - dr["failure"]
+    assert failover["promotion_ms"] == pytest.approx(promoted_after_s * 1000, abs=0.1)
+    assert failover["promotion_ms"] > 0
     assert all(c["writes"]["requests"] == 0 for c in results["cells"]
                if c["scenario"] == "normal")  # writers run only in the cells with a failure
 

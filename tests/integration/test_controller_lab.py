@@ -26,7 +26,7 @@ from controllers.launcher import ControllerError
 from lab.capabilities import run
 from lab.icmpprobe import measure
 from lab.network import Lab
-from tests.helpers import DEFAULT_TOPOLOGY, wait_for
+from tests.helpers import DEFAULT_TOPOLOGY, SETTLE_S, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
 from topologies.model import load
 
@@ -188,7 +188,7 @@ def test_strategy_change_over_rest_changes_the_rtt_as_the_model_predicts(lab):
         hops_paths = controller_paths(lab)
         assert hops_paths[(SRC, DST)]["path"] == ["clden", "rgb", "op2a"]
         wait_for(lambda: all(walk(lab, forwarding_tables(lab), a, b) == hops_paths[(a, b)]["path"]
-                             for a, b in ((SRC, DST), (DST, SRC))), 5, "hop-count flows installed")
+                             for a, b in ((SRC, DST), (DST, SRC))), SETTLE_S, "hop-count flows installed")
         after = median_rtt(lab, SRC, DST)
         assert_rtt(after, expected_rtt(hops_paths, SRC, DST), "hops strategy")
         predicted = expected_rtt(hops_paths, SRC, DST) - expected_rtt(latency_paths, SRC, DST)
@@ -197,7 +197,7 @@ def test_strategy_change_over_rest_changes_the_rtt_as_the_model_predicts(lab):
     finally:
         lab.controller.set_strategy("latency")
     wait_for(lambda: walk(lab, forwarding_tables(lab), SRC, DST) == latency_paths[(SRC, DST)]["path"],
-             5, "latency flows back")
+             SETTLE_S, "latency flows back")
 
 
 def test_link_down_restores_connectivity_over_the_next_best_path(lab):
@@ -215,15 +215,15 @@ def test_link_down_restores_connectivity_over_the_next_best_path(lab):
     switch.cmd(f"ip link set dev {port} down")
     try:
         detour_paths = wait_for(lambda: (p := controller_paths(lab)) and not uses_link(p[(SRC, DST)]["path"])
-                         and not uses_link(p[(DST, SRC)]["path"]) and p, 2, "reroute after port down")
+                         and not uses_link(p[(DST, SRC)]["path"]) and p, SETTLE_S, "reroute after port down")
         detour = detour_paths[(SRC, DST)]["path"]
         assert detour == ["clden", "rgb", "lz2a", "dc2", "op2a"], detour
-        wait_for(lambda: walk(lab, forwarding_tables(lab), SRC, DST) == detour, 2, "detour flows")
+        wait_for(lambda: walk(lab, forwarding_tables(lab), SRC, DST) == detour, SETTLE_S, "detour flows")
         after = median_rtt(lab, SRC, DST)
         assert_rtt(after, expected_rtt(detour_paths, SRC, DST), "after the link went down")
         assert_change(after - before, expected_rtt(detour_paths, SRC, DST) - expected_rtt(paths, SRC, DST),
                       "detour instead of the best path")
     finally:
         switch.cmd(f"ip link set dev {port} up")
-    wait_for(lambda: controller_paths(lab)[(SRC, DST)]["path"] == original, 3, "original path back")
-    wait_for(lambda: walk(lab, forwarding_tables(lab), SRC, DST) == original, 2, "original flows back")
+    wait_for(lambda: controller_paths(lab)[(SRC, DST)]["path"] == original, SETTLE_S, "original path back")
+    wait_for(lambda: walk(lab, forwarding_tables(lab), SRC, DST) == original, SETTLE_S, "original flows back")

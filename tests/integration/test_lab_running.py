@@ -10,7 +10,7 @@ import pytest
 from lab.network import Lab
 from lab.probe import site_rtts
 from lab.switchpriority import PRIORITY
-from tests.helpers import DEFAULT_TOPOLOGY, iperf3, wait_for
+from tests.helpers import DEFAULT_TOPOLOGY, SETTLE_S, iperf3, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
 from topologies.model import load
 
@@ -58,7 +58,7 @@ def test_switches_use_the_detected_datapath(running_lab):
         # The forwarding (main) thread runs real-time while light: it is idle here, so it
         # is raised within a few watch windows even if an earlier test made it busy.
         vswitchd, ovsdb = daemons
-        wait_for(lambda: os.sched_getscheduler(vswitchd) == os.SCHED_FIFO, 2.0,
+        wait_for(lambda: os.sched_getscheduler(vswitchd) == os.SCHED_FIFO, SETTLE_S,
                  "the switch's main thread real-time")
         assert os.sched_getparam(vswitchd).sched_priority == PRIORITY
         assert os.sched_getscheduler(ovsdb) == os.SCHED_OTHER

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from lab.switchpriority import PRIORITY, SwitchPriority
-from tests.helpers import wait_for
+from tests.helpers import SETTLE_S, wait_for
 
 pytestmark = [pytest.mark.root]
 
 IDLE = "import time; time.sleep(60)"
-BUSY_THEN_IDLE = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 1.5: pass\ntime.sleep(60)"
+# Busy until SIGUSR1, then idle: the test decides when the busy phase ends, not a clock.
+BUSY_UNTIL_SIGNALLED = """
+import signal, time
+busy = [True]
+signal.signal(signal.SIGUSR1, lambda *_: busy.clear())
+while busy:
+    pass
+time.sleep(60)
+"""
 
 
 def policy(pid: int) -> tuple[int, int]:
@@ -36,16 +45,16 @@ def children():
 
 
 def test_a_busy_thread_goes_back_to_normal_and_returns_once_light(children):
-    idle, busy = children(IDLE).pid, children(BUSY_THEN_IDLE).pid
+    idle, busy = children(IDLE).pid, children(BUSY_UNTIL_SIGNALLED).pid
     watcher = SwitchPriority([idle, busy])
     assert watcher.start()
     try:
         assert policy(idle) == (os.SCHED_FIFO, PRIORITY)
-        wait_for(lambda: policy(busy)[0] == os.SCHED_OTHER, 1.0, "the busy thread demoted")
+        wait_for(lambda: policy(busy)[0] == os.SCHED_OTHER, SETTLE_S, "the busy thread demoted")
         assert watcher.demotions >= 1
         assert policy(idle) == (os.SCHED_FIFO, PRIORITY)
-        # The busy phase lasts 1.5 s; once the thread sleeps it is raised again.
-        wait_for(lambda: policy(busy) == (os.SCHED_FIFO, PRIORITY), 3.0, "the thread raised again")
+        os.kill(busy, signal.SIGUSR1)  # once the thread sleeps it is raised again
+        wait_for(lambda: policy(busy) == (os.SCHED_FIFO, PRIORITY), SETTLE_S, "the thread raised again")
     finally:
         watcher.stop()
 
@@ -58,7 +67,7 @@ def test_a_thread_that_ends_while_watched_is_dropped(children):
     try:
         child.kill()
         child.wait()
-        wait_for(lambda: pid not in watcher.realtime, 2.0, "the ended thread dropped")
+        wait_for(lambda: pid not in watcher.realtime, SETTLE_S, "the ended thread dropped")
         assert watcher._thread.is_alive()
     finally:
         watcher.stop()
