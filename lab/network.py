@@ -259,8 +259,7 @@ class Lab:
                         self.log(f"warning: stopping the {part} failed ({exc}); sweeping")
             if self.relay is not None:
                 self.relay.wait(timeout=5)
-            self.emulation = self.controller = self.relay = self.net = None
-            self.switch_priority = None
+            self.switch_priority = self.emulation = self.controller = self.relay = self.net = None
             cleanup.remove_run(self.state.run_id, self.state.switches)
             remove_state()
             self.state = None

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import delayline  # noqa: E402
 from lab.delayline import LinkSpec  # noqa: E402
+from lab.iperf import start_server  # noqa: E402
 from lab.netns import inside, named  # noqa: E402
 from measurements.stats import percentile  # noqa: E402
 
@@ -57,6 +58,11 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def netns(name: str):
     """Run the block inside a named network namespace (to open sockets there)."""
     return inside(named(name))
+
+
+def popen_in_b(argv: list[str], **kwargs) -> subprocess.Popen:
+    """Start a program in namespace B (for lab.iperf.start_server)."""
+    return subprocess.Popen(["ip", "netns", "exec", NS_B, *argv], **kwargs)
 
 
 def addr(index: int, side: int) -> str:
@@ -166,11 +172,9 @@ class Bench:
     def iperf(self, link: int, seconds: float, cpu_of: int | None = None,
               extra: tuple[str, ...] = ()) -> tuple[float, float | None]:
         """TCP goodput (bit/s) A -> B over `link`; optionally CPU share of a PID meanwhile."""
-        server = subprocess.Popen(["ip", "netns", "exec", NS_B, "iperf3", "-s", "-1", "-B", addr(link, 2),
-                                   "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = start_server(popen_in_b, addr(link, 2), IPERF_PORT)
         self.procs.append(server)
         try:
-            time.sleep(0.3)
             client = subprocess.Popen(["ip", "netns", "exec", NS_A, "iperf3", "-c", addr(link, 2), "-p",
                                        str(IPERF_PORT), "-t", str(seconds), "-J", *extra],
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -361,11 +365,8 @@ def scale(bench: Bench, log: Any, quick: bool) -> dict[str, Any]:
         seconds = 6 if quick else 10
         result: dict[str, Any] = {"links": n}
         for label, extra in (("bulk_unlimited", ()), ("bulk_1gbit", ("-b", "1G"))):
-            server = subprocess.Popen(["ip", "netns", "exec", NS_B, "iperf3", "-s", "-1", "-B", addr(1, 2),
-                                       "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+            server = start_server(popen_in_b, addr(1, 2), IPERF_PORT)
             bench.procs.append(server)
-            time.sleep(0.3)
             client = subprocess.Popen(["ip", "netns", "exec", NS_A, "iperf3", "-c", addr(1, 2), "-p",
                                        str(IPERF_PORT), "-t", str(seconds), "-J", *extra],
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lab.iperf import start_server  # noqa: E402
 from lab.network import Lab  # noqa: E402
-from lab.nsswitch import NamespacedOVSSwitch  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
 from lab.switchpriority import set_realtime  # noqa: E402
 from measurements.bench_delayline import CLK_TCK, cpu_ticks  # noqa: E402
@@ -40,10 +40,9 @@ def cpu_s(pid: int) -> float:
 def phase(lab: Lab, daemons: list[int], seconds: float) -> dict:
     """Bulk TCP pg1 -> svop1a beside a CPU-bound process; the middle of the run is measured."""
     src, dst = lab.host("pg1"), lab.host("svop1a")
-    server = dst.popen(["iperf3", "-s", "-1", "-B", dst.IP(), "-p", str(PORT)])
+    server = start_server(dst.popen, dst.IP(), PORT)
     hog = None
     try:
-        time.sleep(0.5)
         client = src.popen(["iperf3", "-c", dst.IP(), "-p", str(PORT), "-t", str(seconds), "-J"],
                            stdout=subprocess.PIPE)
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -80,8 +79,7 @@ def main() -> int:
             print("the lab runs no namespaced userspace switches here (kernel datapath, or "
                   "SCHED_FIFO not permitted): nothing to measure", file=sys.stderr)
             return 1
-        daemons = [s.vswitchd_pid() for s in lab.net.switches
-                   if isinstance(s, NamespacedOVSSwitch)]
+        daemons = list(lab.switch_priority.tids)  # the switches' main threads = their pids
         pings = [h.popen(["ping", "-q", "-i", "0.1", lab.host("pg1").IP()])
                  for h in lab.net.hosts if h.name != "pg1"]
         try:

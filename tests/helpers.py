@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from lab.iperf import start_server
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOPOLOGY = ROOT / "topologies" / "hybrid-cloud.yaml"
 LAB = [sys.executable, "-m", "lab.cli"]
@@ -61,12 +63,8 @@ def run_lab(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedP
 
 def iperf3(server, client, port: int, *client_args: str) -> dict:
     """One iperf3 run between two Mininet hosts; the server is started and stopped by PID."""
-    import json
-    import time
-
-    srv = server.popen(["iperf3", "-s", "-1", "-B", server.IP(), "-p", str(port)])
+    srv = start_server(server.popen, server.IP(), port)
     try:
-        time.sleep(0.3)
         out = client.cmd(f"iperf3 -c {server.IP()} -p {port} -J " + " ".join(client_args))
         return json.loads(out[out.index("{"):])
     finally:

@@ -132,11 +132,9 @@ class Triangle:
         return ""
 
     def wait_out_port(self, site: str, host: str, want: str, timeout: float) -> float:
+        """Wait until `site` forwards to `host` out of `want`; returns how long that took."""
         start = time.monotonic()
-        while self.out_port(site, host) != want:
-            if time.monotonic() - start > timeout:
-                raise AssertionError(f"{site} -> {host}: {self.out_port(site, host)!r}, wanted {want!r}")
-            time.sleep(0.01)
+        wait_for(lambda: self.out_port(site, host) == want, timeout, f"{site} -> {host} {want}", poll=0.01)
         return time.monotonic() - start
 
 
