@@ -21,10 +21,13 @@ Definitions used throughout:
   through the db service's address every few hundred ms; the write outage is taken over the writers whose last write
   before the failure succeeded (a writer sent to the read-only standby has no outage to
   measure: its refusals count as failed writes); "read-only" counts refused writes;
+- dropped connection attempts: those the database hosts' kernels dropped because
+  PostgreSQL did not accept them fast enough (accept queue full): the emulation host was
+  too loaded for the run, and the failures they caused say nothing about the network;
 - promotion: from the failure to the failover manager's pg_promote() returning, from its
   own record (the standby's host shares the machine's clock); negative when the standby was
-  promoted before the failure (a false failover: the manager missed checks of a primary
-  that was up).
+  promoted before the failure, "while up" in a cell without a failure: a false failover (the
+  manager missed checks of a primary that was up).
 """
 
 from __future__ import annotations
@@ -203,6 +206,8 @@ def compute(raw: dict) -> dict:
                       "writes": _writes(writes, failure, repair,
                                         frozenset(cell.get("cut_off_hosts", ())), busy),
                       "promotion_ms": _promotion_ms(cell),
+                      "false_failover": _false_failover(cell),
+                      "db_listen_drops": cell.get("db_listen_drops", {}),
                       "db_read": stats(db_before),
                       "db_errors": sum(not r["ok"] for r in db),
                       "regions": regions, "placements": placements,
@@ -221,6 +226,19 @@ def _promotion_ms(cell: dict) -> float | None:
     if not promotion or failure is None:
         return None
     return round((promotion["promoted"] - failure) * 1000, 1)
+
+
+def _false_failover(cell: dict) -> bool:
+    """The standby was promoted while the primary was up: with no failure, or before it."""
+    promotion, failure = cell.get("promotion"), cell.get("failure")
+    return bool(promotion) and (failure is None or promotion["promoted"] < failure)
+
+
+def _promoted(cell: dict) -> str:
+    """The "promoted after" column: ms after the failure, or "while up" with no failure."""
+    if cell["false_failover"] and cell["failure"] is None:
+        return "while up"
+    return _f(cell["promotion_ms"], 0)
 
 
 # -- sentences -------------------------------------------------------------------------------
@@ -321,6 +339,19 @@ def findings(results: dict) -> list[str]:
                      f"{_served(best, setup)}; with {worst['strategy']} {_served(worst, setup)}")
         out.append(text + ".")
         out += model_findings([c for c in cells if c["failure"] is None])
+        for c in cells:
+            dropped = {host: n for host, n in c["db_listen_drops"].items() if n}
+            if dropped:
+                out.append(f"{scenario}, {c['strategy']}: the database hosts' kernels dropped "
+                           + ", ".join(f"{n} connection attempts to {host}"
+                                       for host, n in dropped.items())
+                           + " (PostgreSQL did not accept them fast enough: the machine running "
+                           "the lab was too loaded; failures then are not the network's).")
+        unprompted = [c["strategy"] for c in cells if c["false_failover"] and c["failure"] is None]
+        if unprompted:
+            out.append(f"{scenario}: the standby was promoted while the primary was up (a false "
+                       f"failover: its manager missed checks of a primary that was up) with "
+                       f"{', '.join(unprompted)}.")
         refused = [c for c in cells if c["writes"]["read_only"]]
         if refused:
             out.append(f"{scenario}: writes refused by the read-only standby (the db address "
@@ -417,8 +448,10 @@ def render_markdown(results: dict) -> str:
              f"transaction through the db service's virtual address every "
              f"{st.get('writer_interval_s', 0) * 1000:g} ms; a failover manager next to the "
              f"standby promotes it after {st.get('failover', {}).get('misses', '-')} failed "
-             f"checks of the primary, {st.get('failover', {}).get('interval_s', 0) * 1000:g} ms "
-             f"apart (the standby is re-seeded from the primary after the repair).",
+             f"checks of the primary in a row, "
+             f"{st.get('failover', {}).get('interval_s', 0) * 1000:g} ms apart, "
+             f"{st.get('failover', {}).get('timeout_s', 0) * 1000:g} ms to answer (after a "
+             f"promotion the standby is re-seeded from the primary).",
              f"- Database: dbbench's connect, read and page ({st['page_queries']} queries) "
              f"from every placement through the db virtual address, {st['samples']} of each "
              f"per placement and phase.",
@@ -454,7 +487,7 @@ def render_markdown(results: dict) -> str:
                          f"{cl['sources_interrupted'] if c['failure'] else '-'} | "
                          f"{_f(cl['after_p50_ms'])} | {_outage(sv, c['failure'])} | "
                          f"{_f(c['db_read']['p50_ms'], 2)} | {_f(c['writes']['failed_pct'], 1)} | "
-                         f"{_write_outage(c)} | {_f(c['promotion_ms'], 0)} |")
+                         f"{_write_outage(c)} | {_promoted(c)} |")
         lines += ["", "Per client region: p50 / p95 / p99 ms (endpoint serving it"
                       + (", -> after the failure" if cells[0]["failure"] else "") + ")", "",
                   "| clinic | " + " | ".join(c["strategy"] for c in cells) + " |",
@@ -530,7 +563,7 @@ def print_main_table(console, results: dict) -> None:
                           _f(cl["failed_pct"], 2), _outage(cl, c["failure"]),
                           _f(cl["after_p50_ms"]), _outage(sv, c["failure"]),
                           _f(c["db_read"]["p50_ms"], 2), _f(c["writes"]["failed_pct"], 1),
-                          _write_outage(c), _f(c["promotion_ms"], 0))
+                          _write_outage(c), _promoted(c))
         console.print(table)
     for sentence in results["findings"]:
         console.print(f"- {sentence}")

@@ -4,6 +4,8 @@ dc-failure, few samples, then the report checked against the raw samples."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -16,12 +18,39 @@ from tests.helpers import DEFAULT_TOPOLOGY
 pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet, pytest.mark.postgres]
 
 
+def failed_requests(requests: list[dict], cells: list[dict], strategy: str, out) -> str:
+    """What failed in a normal cell, when (s from the cell's start; the database workload's
+    phases), and what the controller logged meanwhile: what to look at when this fails."""
+    cell = next(c for c in cells if c["scenario"] == "normal" and c["strategy"] == strategy)
+    start = cell["start"]
+    failed = [r for r in requests if r["scenario"] == "normal" and r["strategy"] == strategy
+              and not r["ok"]]
+    by_source = Counter((r["kind"], r["src"], r.get("error")) for r in failed)
+    times = sorted(round(r["start"] - start, 2) for r in failed)
+    phases = [[round(a - start, 2), round(b - start, 2)] for a, b in cell["db_phases"]]
+    events = [line for line in (out / "controller-events.log").read_text().splitlines()
+              if cell["start"] - 2 <= logged_at(line) <= cell["end"]]
+    return (f"normal / {strategy}: {len(failed)} failed {dict(by_source.most_common(12))}, "
+            f"at {times[:5]}..{times[-5:]} s, database workload {phases}, cell ended at "
+            f"{cell['end'] - start:.2f} s, promotion {cell.get('promotion')}, connection "
+            f"attempts the database hosts dropped {cell['db_listen_drops']}; controller "
+            f"meanwhile: {events[:20]}")
+
+
+def logged_at(line: str) -> float:
+    """Unix time of a controller log line ('2026-11-27 03:15:12,794 ...', local time)."""
+    return datetime.strptime(" ".join(line.split()[:2]), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
     result = run_compare(DEFAULT_TOPOLOGY, strategies=["latency", "primary-standby"],
                          scenarios=["normal", "dc-failure"], samples=2, out_dir=tmp_path)
     for name in ("requests.jsonl", "db.csv", "cells.jsonl", "setup.json", DEFAULT_TOPOLOGY.name,
-                 "report.md", "results.json"):
+                 "report.md", "results.json", "controller-events.log"):
         assert (tmp_path / name).exists(), name
+    events = (tmp_path / "controller-events.log").read_text()  # the network's side of the run
+    assert "strategy primary-standby" in events and "link dc1-dc2 silent: down" in events
+    assert " DEBUG " not in events and "os_ken" not in events
     setup = json.loads((tmp_path / "setup.json").read_text())
     assert set(setup["versions"]) >= {"openvswitch", "mininet", "postgresql", "os-ken",
                                       "kernel", "python"}
@@ -36,6 +65,7 @@ def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
                  and r["strategy"] == "latency" and r["kind"] == "client" and r["ok"]
                  and not any(a <= r["start"] < b for a, b in busy)]
     assert len(busy) == 1 and len(latencies) > 50
+    assert all(set(c["db_listen_drops"]) == {"pg1", "pg2"} for c in cells)  # counted per cell
     p50 = float(np.percentile(latencies, 50))
     results = json.loads((tmp_path / "results.json").read_text())
     normal = next(c for c in results["cells"]
@@ -44,7 +74,8 @@ def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
     # Without a failure no request fails, not even those under way when a cell ends.
     for c in results["cells"]:
         if c["scenario"] == "normal":
-            assert c["clients"]["failed"] == 0 and c["services"]["failed"] == 0, c["strategy"]
+            assert c["clients"]["failed"] == 0 and c["services"]["failed"] == 0, \
+                failed_requests(requests, cells, c["strategy"], tmp_path)
     assert f"| latency | {p50:.1f} |" in (tmp_path / "report.md").read_text()
 
     # The failure was seen from the clients' side: primary-standby's clients all used the
@@ -66,8 +97,9 @@ def test_short_compare_writes_a_report_that_matches_its_raw_samples(tmp_path):
         if c["scenario"] == "dc-failure":
             assert c["failure"] < c["promotion"]["promoted"] < c["repair"], c["strategy"]
             assert c["promotion"]["ok"] and c["reseed_s"] > 0
-        else:
-            assert "promotion" not in c
+        else:  # a promotion in a normal cell is recorded there: a false failover
+            assert "promotion" not in c, c["strategy"]
+    assert not any(c["false_failover"] for c in results["cells"])
     writes = failover["writes"]
     assert writes["writers_measured"] >= 1 and writes["outage_ms"] is not None
     # The report's promotion time is the raw one (how fast promotion is, is a benchmark's

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from measurements.report import ReportError, compute, load_raw, outage_ms, write_report
+from measurements.report import (ReportError, compute, load_raw, outage_ms, render_markdown,
+                                 write_report)
 
 T0 = 1_700_000_000.0
 
@@ -154,6 +155,26 @@ def test_a_promotion_before_the_failure_is_named_a_false_failover(raw_dir):
     assert cell(results, "dc-failure", "hops")["promotion_ms"] == pytest.approx(-21000.0)
     assert any("hops: " in s and "standby promoted 21.0 s before the failure (a false "
                "failover" in s for s in results["findings"])
+    assert cell(results, "dc-failure", "hops")["false_failover"]
+    assert not cell(results, "normal", "hops")["false_failover"]
+
+
+def test_a_promotion_in_a_cell_without_failure_is_a_false_failover(raw_dir):
+    path = raw_dir / "cells.jsonl"
+    cells = [json.loads(line) for line in path.read_text().splitlines()]
+    for c in cells:
+        if c["scenario"] == "normal" and c["strategy"] == "latency":
+            c["promotion"] = {"first_miss": T0 + 0.2, "detected": T0 + 0.5,
+                              "promoted": T0 + 0.6, "ok": True}
+    path.write_text("".join(json.dumps(c) + "\n" for c in cells))
+    results = compute(load_raw(raw_dir))
+    normal = cell(results, "normal", "latency")
+    assert normal["false_failover"] and normal["promotion_ms"] is None
+    assert not cell(results, "normal", "hops")["false_failover"]
+    assert ("normal: the standby was promoted while the primary was up (a false failover: its "
+            "manager missed checks of a primary that was up) with latency.") in results["findings"]
+    table = render_markdown(results)
+    assert "| while up |" in table and table.count("| while up |") == 1
 
 
 def test_model_differences_name_the_consumers_and_what_was_measured(raw_dir):
@@ -217,3 +238,17 @@ def test_write_report_files_match_the_numbers(raw_dir):
 def test_missing_raw_files_are_one_clear_error(tmp_path):
     with pytest.raises(ReportError, match="missing setup.json, cells.jsonl, requests.jsonl"):
         load_raw(tmp_path)
+
+
+def test_connections_the_database_hosts_dropped_are_named(raw_dir):
+    path = raw_dir / "cells.jsonl"
+    cells = [json.loads(line) for line in path.read_text().splitlines()]
+    for c in cells:
+        c["db_listen_drops"] = {"pg1": 7 if c["strategy"] == "hops" and
+                                c["scenario"] == "normal" else 0}
+    path.write_text("".join(json.dumps(c) + "\n" for c in cells))
+    results = compute(load_raw(raw_dir))
+    assert cell(results, "normal", "hops")["db_listen_drops"] == {"pg1": 7}
+    dropped = [s for s in results["findings"] if "dropped" in s]
+    assert len(dropped) == 1 and dropped[0].startswith(
+        "normal, hops: the database hosts' kernels dropped 7 connection attempts to pg1")
