@@ -41,6 +41,7 @@ from measurements.stats import summarize
 
 REPORT_FILES = ("report.md", "results.json")
 MODEL_DIFF_MS = 0.5  # expected round trips closer than this count as the same
+FALSE_FAILOVER = "a false failover: its manager missed checks of a primary that was up"
 
 
 class ReportError(ValueError):
@@ -349,9 +350,8 @@ def findings(results: dict) -> list[str]:
                            "the lab was too loaded; failures then are not the network's).")
         unprompted = [c["strategy"] for c in cells if c["false_failover"] and c["failure"] is None]
         if unprompted:
-            out.append(f"{scenario}: the standby was promoted while the primary was up (a false "
-                       f"failover: its manager missed checks of a primary that was up) with "
-                       f"{', '.join(unprompted)}.")
+            out.append(f"{scenario}: the standby was promoted while the primary was up "
+                       f"({FALSE_FAILOVER}) with {', '.join(unprompted)}.")
         refused = [c for c in cells if c["writes"]["read_only"]]
         if refused:
             out.append(f"{scenario}: writes refused by the read-only standby (the db address "
@@ -389,8 +389,7 @@ def findings(results: dict) -> list[str]:
                     promotion = c["promotion_ms"]
                     if promotion is not None and promotion < 0:
                         desc += (f", standby promoted {-promotion / 1000:.1f} s before the "
-                                 "failure (a false failover: its manager missed checks of a "
-                                 "primary that was up)")
+                                 f"failure ({FALSE_FAILOVER})")
                     elif promotion is not None:
                         desc += f", standby promoted {promotion:.0f} ms after the failure"
                     parts.append(f"{c['strategy']}: {desc}")
