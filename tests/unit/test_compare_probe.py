@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER_AFTER_S = 0.3
 STALL_S = 1.5  # longer than the prober's timeout
@@ -53,8 +55,9 @@ def test_answers_that_came_while_the_prober_was_stopped_are_not_timeouts(tmp_pat
                      "interval_s": 0.05}]}))
     prober = subprocess.Popen([sys.executable, "-m", "measurements.compare", "probe",
                                str(config)], cwd=str(ROOT))
-    try:
-        time.sleep(1.0)
+    try:  # once answers come in (a slow start must not leave nothing in flight)
+        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 3, 30,
+                 "the prober's first answers")
         prober.send_signal(signal.SIGSTOP)  # a prober starved of CPU, with requests in flight
         time.sleep(STALL_S)
         prober.send_signal(signal.SIGCONT)
@@ -89,8 +92,8 @@ def test_listen_drops_counts_connections_a_full_accept_queue_refused():
             c.setblocking(False)
             c.connect_ex(listener.getsockname())
             clients.append(c)
-        time.sleep(0.2)
-        assert listen_drops(os.getpid()) - before >= 3
+        wait_for(lambda: listen_drops(os.getpid()) - before >= 3, 5,
+                 "3 dropped connection attempts")
     finally:
         for c in clients:
             c.close()

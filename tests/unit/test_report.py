@@ -105,6 +105,16 @@ def cell(results, scenario, strategy):
                 if c["scenario"] == scenario and c["strategy"] == strategy)
 
 
+def results_with(raw_dir, change) -> dict:
+    """The results after `change(cell)` edited every raw cell record in place."""
+    path = raw_dir / "cells.jsonl"
+    cells = [json.loads(line) for line in path.read_text().splitlines()]
+    for c in cells:
+        change(c)
+    path.write_text("".join(json.dumps(c) + "\n" for c in cells))
+    return compute(load_raw(raw_dir))
+
+
 def test_percentiles_recomputed_from_the_raw_samples(raw_dir):
     results = compute(load_raw(raw_dir))
     hops = cell(results, "normal", "hops")["clients"]
@@ -144,14 +154,11 @@ def test_write_outage_only_over_writers_that_wrote_before(raw_dir):
 
 
 def test_a_promotion_before_the_failure_is_named_a_false_failover(raw_dir):
-    path = raw_dir / "cells.jsonl"
-    cells = [json.loads(line) for line in path.read_text().splitlines()]
-    for c in cells:
+    def promote_early(c):
         if c["scenario"] == "dc-failure" and c["strategy"] == "hops":
             c["promotion"] = {"first_miss": T0 - 20.5, "detected": T0 - 20.2,
                               "promoted": T0 - 20.0, "ok": True}
-    path.write_text("".join(json.dumps(c) + "\n" for c in cells))
-    results = compute(load_raw(raw_dir))
+    results = results_with(raw_dir, promote_early)
     assert cell(results, "dc-failure", "hops")["promotion_ms"] == pytest.approx(-21000.0)
     assert any("hops: " in s and "standby promoted 21.0 s before the failure (a false "
                "failover" in s for s in results["findings"])
@@ -160,14 +167,11 @@ def test_a_promotion_before_the_failure_is_named_a_false_failover(raw_dir):
 
 
 def test_a_promotion_in_a_cell_without_failure_is_a_false_failover(raw_dir):
-    path = raw_dir / "cells.jsonl"
-    cells = [json.loads(line) for line in path.read_text().splitlines()]
-    for c in cells:
+    def promote_while_up(c):
         if c["scenario"] == "normal" and c["strategy"] == "latency":
             c["promotion"] = {"first_miss": T0 + 0.2, "detected": T0 + 0.5,
                               "promoted": T0 + 0.6, "ok": True}
-    path.write_text("".join(json.dumps(c) + "\n" for c in cells))
-    results = compute(load_raw(raw_dir))
+    results = results_with(raw_dir, promote_while_up)
     normal = cell(results, "normal", "latency")
     assert normal["false_failover"] and normal["promotion_ms"] is None
     assert not cell(results, "normal", "hops")["false_failover"]
@@ -241,13 +245,10 @@ def test_missing_raw_files_are_one_clear_error(tmp_path):
 
 
 def test_connections_the_database_hosts_dropped_are_named(raw_dir):
-    path = raw_dir / "cells.jsonl"
-    cells = [json.loads(line) for line in path.read_text().splitlines()]
-    for c in cells:
+    def drops(c):
         c["db_listen_drops"] = {"pg1": 7 if c["strategy"] == "hops" and
                                 c["scenario"] == "normal" else 0}
-    path.write_text("".join(json.dumps(c) + "\n" for c in cells))
-    results = compute(load_raw(raw_dir))
+    results = results_with(raw_dir, drops)
     assert cell(results, "normal", "hops")["db_listen_drops"] == {"pg1": 7}
     dropped = [s for s in results["findings"] if "dropped" in s]
     assert len(dropped) == 1 and dropped[0].startswith(
