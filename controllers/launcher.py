@@ -23,13 +23,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import topologies
 from controllers.core import Options
 from controllers.services import ServiceError, load_services
 from controllers.strategies import DEFAULT_STRATEGY, STRATEGIES, UnknownStrategy, get_strategy
-from topologies.model import TopologyError, load
+from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
+from topologies.model import TopologyError
 
-DEFAULT_TOPOLOGY = Path(topologies.__file__).parent / "hybrid-cloud.yaml"
 LOCALHOST = "127.0.0.1"
 LOG = logging.getLogger("controllers.launcher")
 # After a strategy change, before traffic may count on the new routes: the REST call returns

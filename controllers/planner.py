@@ -27,7 +27,8 @@ from controllers.flows import (
 from controllers.routing import NetworkState, Tree, live_graph, path_delay_ms, trees
 from controllers.services import Endpoint, Service, choose_endpoint, default_services
 from controllers.strategies import Strategy, get_strategy
-from topologies.model import Topology, load
+from topologies.model import Topology
+from topologies.loader import load
 
 
 @dataclass

@@ -26,8 +26,11 @@ from lab.links import LinkParamError
 from lab.signals import Interrupted, stop_signals_raise
 from lab.switchpriority import PRIORITY
 from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
-from topologies.mininet_topo import DEFAULT_TOPOLOGY
-from topologies.model import Topology, TopologyError, load
+from topologies import DEFAULT_TOPOLOGY
+from topologies.model import Topology, TopologyError
+
+# Wide enough for the tables when output goes to a file or a CI log.
+from topologies.loader import load
 
 # Wide enough for the tables when output goes to a file or a CI log.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -43,21 +46,6 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 # -- lab topo ---------------------------------------------------------------------------
 
-def topology_json(topo: Topology) -> dict:
-    return {
-        "name": topo.name,
-        "sites": [{"name": s.name, "kind": s.kind, "lat": s.lat, "lon": s.lon, "label": s.label,
-                   "datacenter": s.datacenter, "region": s.region} for s in topo.sites.values()],
-        "links": [{"a": l.a, "b": l.b, "class": l.link_class, "delay_ms": round(l.delay_ms, 4),
-                   "source": l.delay_source, "distance_km": round(l.distance_km, 1),
-                   "bandwidth_mbit": l.bandwidth_mbit, "jitter_ms": l.jitter_ms,
-                   "loss_pct": l.loss_pct, "queue_packets": l.queue_packets} for l in topo.links],
-        "hosts": [{"name": h.name, "site": h.site, "role": h.role, "ip": h.ip, "mac": h.mac}
-                  for h in topo.hosts.values()],
-        "paths": topo.lowest_latency_paths(),
-    }
-
-
 def cmd_topo_check(args) -> int:
     topo = load(args.file)
     print(f"{args.file}: ok ({len(topo.sites)} sites, {len(topo.links)} links, "
@@ -68,7 +56,7 @@ def cmd_topo_check(args) -> int:
 def cmd_topo_show(args) -> int:
     topo = load(args.file)
     if args.json:
-        print(json.dumps(topology_json(topo), indent=2))
+        print(json.dumps(topo.as_dict(), indent=2))
         return 0
     sites = Table(title=f"Sites of {topo.name} ({args.file})")
     for col in ("site", "kind", "lat", "lon", "placed in / parent", "hosts", "label"):

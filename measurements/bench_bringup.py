@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.network import Lab  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
-from topologies.mininet_topo import DEFAULT_TOPOLOGY  # noqa: E402
-from topologies.model import load  # noqa: E402
+from topologies import DEFAULT_TOPOLOGY  # noqa: E402
+from topologies.loader import load  # noqa: E402
 
 
 def scaled(data: dict, factor: int) -> dict:

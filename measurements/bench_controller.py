@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lab.icmpprobe import ICMP_ECHOREPLY, SO_TIMESTAMPNS, echo_request, open_socket_in  # noqa: E402
 from lab.network import Lab  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
-from topologies.mininet_topo import DEFAULT_TOPOLOGY  # noqa: E402
-from topologies.model import load  # noqa: E402
+from topologies import DEFAULT_TOPOLOGY  # noqa: E402
+from topologies.loader import load  # noqa: E402
 
 INTERVAL_S = 0.001
 TARGETS_MS = {"port_down_outage": 100.0, "silent_dc_outage": 1000.0}

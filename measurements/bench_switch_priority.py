@@ -26,8 +26,8 @@ from lab.network import Lab  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
 from lab.switchpriority import set_realtime  # noqa: E402
 from measurements.bench_delayline import CLK_TCK, cpu_ticks  # noqa: E402
-from topologies.mininet_topo import DEFAULT_TOPOLOGY  # noqa: E402
-from topologies.model import load  # noqa: E402
+from topologies import DEFAULT_TOPOLOGY  # noqa: E402
+from topologies.loader import load  # noqa: E402
 
 PORT = 5399
 

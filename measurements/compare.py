@@ -358,18 +358,6 @@ def tool_versions() -> dict:
             "python": platform.python_version(), "os": first_line(["cat", "/etc/debian_version"])}
 
 
-def topology_summary(topo) -> dict:
-    return {"name": topo.name, "description": topo.description,
-            "sites": [{"name": s.name, "kind": s.kind, "lat": s.lat, "lon": s.lon,
-                       "label": s.label} for s in topo.sites.values()],
-            "links": [{"index": l.index, "a": l.a, "b": l.b, "class": l.link_class,
-                       "delay_ms": round(l.delay_ms, 4), "source": l.delay_source,
-                       "distance_km": round(l.distance_km, 1),
-                       "bandwidth_mbit": l.bandwidth_mbit} for l in topo.links],
-            "hosts": [{"name": h.name, "site": h.site, "role": h.role, "ip": h.ip}
-                      for h in topo.hosts.values()]}
-
-
 @dataclass
 class CompareResult:
     out_dir: Path
@@ -387,7 +375,8 @@ def run_compare(topology, strategies=STRATEGIES, scenarios=SCENARIOS,
     from their intervals and the cell's length). Writes the report at the end unless
     `report` is false. Teardown always runs.
     """
-    from topologies.model import Topology, load
+    from topologies.model import Topology
+    from topologies.loader import load
 
     if samples < 1:
         raise ValueError("samples must be at least 1")
@@ -407,7 +396,7 @@ def run_compare(topology, strategies=STRATEGIES, scenarios=SCENARIOS,
         shutil.copy(topo.source, out / Path(topo.source).name)
     if lab_factory is None:
         from lab.network import Lab as lab_factory
-    setup = {"topology": topology_summary(topo), "topology_file": Path(topo.source).name,
+    setup = {"topology": topo.as_dict(paths=False), "topology_file": Path(topo.source).name,
              "versions": tool_versions(), "strategies": list(strategies),
              "scenarios": [{"name": s.name, "description": s.description, "links": list(s.links),
                             "isolated": list(s.isolated)} for s in chosen],

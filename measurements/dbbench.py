@@ -227,7 +227,8 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
     every service and monolith host); port: the servers' port (by default one the
     controller's "db" service does not rewrite, so each server is reached directly).
     """
-    from topologies.model import Topology, load
+    from topologies.model import Topology
+    from topologies.loader import load
 
     if samples < 1 or page_queries < 1:
         raise ValueError("samples and page_queries must be at least 1")

@@ -15,7 +15,8 @@ _ROOT = Path(inspect.currentframe().f_code.co_filename).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from topologies.mininet_topo import DEFAULT_TOPOLOGY, HybridTopo  # noqa: E402
+from topologies import DEFAULT_TOPOLOGY  # noqa: E402
+from topologies.mininet_topo import HybridTopo  # noqa: E402
 
 
 def hybrid(topology_file: str = str(DEFAULT_TOPOLOGY)) -> HybridTopo:

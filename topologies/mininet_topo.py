@@ -10,9 +10,11 @@ from pathlib import Path
 
 from mininet.topo import Topo
 
-from topologies.model import Topology, load
+from topologies import DEFAULT_TOPOLOGY
+from topologies.model import Topology
 
-DEFAULT_TOPOLOGY = Path(__file__).with_name("hybrid-cloud.yaml")
+from topologies.loader import load
+
 
 
 def link_params(link) -> dict:

@@ -8,7 +8,7 @@ import pytest
 
 from lab import cleanup
 from lab.runstate import load_state, marked_processes, run_dir
-from topologies.model import load
+from topologies.loader import load
 from tests.helpers import DEFAULT_TOPOLOGY
 
 

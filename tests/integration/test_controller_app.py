@@ -17,7 +17,7 @@ import pytest
 
 from controllers.launcher import start_controller
 from tests.helpers import SETTLE_S, triangle_topology, wait_for
-from topologies.model import load
+from topologies.loader import load
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]
 
@@ -301,7 +301,7 @@ def test_rendered_static_flows_are_accepted_by_ovs_ofctl():
     require()
     from controllers.flows import render_ofctl
     from controllers.planner import static_flows
-    from controllers.launcher import DEFAULT_TOPOLOGY
+    from topologies import DEFAULT_TOPOLOGY
 
     bridge = "hctofctl"
     run("ovs-vsctl", "add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev",

@@ -28,7 +28,7 @@ from lab.icmpprobe import measure
 from lab.network import Lab
 from tests.helpers import DEFAULT_TOPOLOGY, SETTLE_S, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
-from topologies.model import load
+from topologies.loader import load
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 

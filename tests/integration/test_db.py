@@ -13,7 +13,7 @@ from lab.network import Lab
 from lab.runstate import PROCESS_MARKER, marked_processes
 from measurements.postgres import DIRECT_PORT, SMALL, data_root, start_databases
 from tests.helpers import DEFAULT_TOPOLOGY
-from topologies.model import load
+from topologies.loader import load
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet, pytest.mark.postgres]
 

@@ -18,7 +18,7 @@ from lab.capabilities import netem_available
 from lab.network import Lab
 from tests.helpers import iperf3
 from tests.integration.conftest import NOTHING, lab_leftovers
-from topologies.model import load
+from topologies.loader import load
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 

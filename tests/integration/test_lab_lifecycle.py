@@ -14,7 +14,7 @@ from lab.capabilities import detect
 from lab.network import Lab
 from tests.helpers import DEFAULT_TOPOLOGY, LAB, ROOT, run_lab
 from tests.integration.conftest import NOTHING, lab_leftovers, lab_running
-from topologies.model import load
+from topologies.loader import load
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 

@@ -12,7 +12,7 @@ from lab.probe import site_rtts
 from lab.switchpriority import PRIORITY
 from tests.helpers import DEFAULT_TOPOLOGY, SETTLE_S, iperf3, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
-from topologies.model import load
+from topologies.loader import load
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 
 from lab.calibration import fit_path_errors, path_design
-from topologies.mininet_topo import DEFAULT_TOPOLOGY
-from topologies.model import load
+from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
 
 
 def test_design_counts_the_first_and_last_links_holds_and_the_further_links():

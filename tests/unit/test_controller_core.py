@@ -7,7 +7,6 @@ import itertools
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -19,9 +18,10 @@ from controllers.routing import link_id
 from controllers.rest import serve
 from controllers.services import default_services
 from controllers.strategies import UnknownStrategy
-from topologies.model import load
+from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
 
-DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "hybrid-cloud.yaml"
+DEFAULT = DEFAULT_TOPOLOGY
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -11,9 +10,10 @@ from controllers.planner import plan, static_flows
 from controllers.routing import Measurement, NetworkState, link_id
 from controllers.services import default_services
 from controllers.strategies import get_strategy
-from topologies.model import load
+from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
 
-DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "hybrid-cloud.yaml"
+DEFAULT = DEFAULT_TOPOLOGY
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,10 @@ from controllers.services import (
     Endpoint, ServiceError, biased_distance_km, default_services, parse_services,
 )
 from controllers.strategies import UnknownStrategy, get_strategy
-from topologies.model import load
+from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
 
-DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "hybrid-cloud.yaml"
+DEFAULT = DEFAULT_TOPOLOGY
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from measurements.dbbench import (CSV_FIELDS, SUMMARY_FIELDS, Placement, Sample,
                                   placements_of, read_samples_csv, summarize_samples,
                                   write_json, write_samples_csv)
 from tests.helpers import DEFAULT_TOPOLOGY
-from topologies.model import load
+from topologies.loader import load
 
 
 def _samples() -> list[Sample]:

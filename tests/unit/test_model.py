@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tests.helpers import DEFAULT_TOPOLOGY, run_lab
-from topologies.model import (LinkClass, TopologyError, derived_delay_ms, great_circle_km,
-                              load, parse)
+from topologies.model import LinkClass, TopologyError, derived_delay_ms, great_circle_km
+from topologies.loader import load, parse
 
 BASE = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
 

@@ -8,15 +8,14 @@ import pytest
 from matplotlib.transforms import Bbox
 
 from measurements import plots
-from measurements.compare import topology_summary
 from tests.helpers import DEFAULT_TOPOLOGY
 from tests.unit.test_report import SETUP
-from topologies.model import load
+from topologies.loader import load
 
 
 @pytest.fixture(scope="module")
 def default():
-    return topology_summary(load(DEFAULT_TOPOLOGY))
+    return load(DEFAULT_TOPOLOGY).as_dict(paths=False)
 
 
 def test_sites_a_few_km_apart_share_one_inset():

@@ -23,7 +23,7 @@ from lab.icmpprobe import measure
 from lab.network import Lab
 from tests.helpers import triangle_topology
 from tests.vm.conftest import rtt_ok
-from topologies.model import load
+from topologies.loader import load
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 

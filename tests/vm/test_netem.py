@@ -19,7 +19,7 @@ from lab.capabilities import run
 from lab.icmpprobe import measure
 from lab.network import Lab, LabSwitch
 from tests.vm.conftest import BIAS_HIGH_MS, BIAS_LOW_MS, rtt_ok
-from topologies.model import load
+from topologies.loader import load
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 
