@@ -27,7 +27,7 @@ from lab.signals import Interrupted, stop_signals_raise
 from lab.switchpriority import PRIORITY
 from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
 from topologies import DEFAULT_TOPOLOGY
-from topologies.model import Topology, TopologyError
+from topologies.model import TopologyError
 
 # Wide enough for the tables when output goes to a file or a CI log.
 from topologies.loader import load
