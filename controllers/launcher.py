@@ -25,6 +25,7 @@ from pathlib import Path
 
 from controllers.core import Options
 from controllers.services import ServiceError, load_services
+from lab.procs import child_env, stop_process
 from controllers.strategies import DEFAULT_STRATEGY, STRATEGIES, UnknownStrategy, get_strategy
 from topologies import DEFAULT_TOPOLOGY
 from topologies.loader import load
@@ -161,14 +162,7 @@ class ControllerProcess:
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
 
 def start_controller(topology: str | Path = DEFAULT_TOPOLOGY, strategy: str = DEFAULT_STRATEGY,
@@ -186,11 +180,9 @@ def start_controller(topology: str | Path = DEFAULT_TOPOLOGY, strategy: str = DE
     log_path = Path(log_path)
     cmd = [sys.executable, "-m", "controllers.launcher", "--topology", str(topology),
            "--strategy", strategy, "--ofp-port", str(ofp_port), "--rest-port", str(rest_port), *extra_args]
-    project = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")])))
     with open(log_path, "ab") as log:
         process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True)
+                                   env=child_env(), start_new_session=True)
     ctl = ControllerProcess(process, f"http://{LOCALHOST}:{rest_port}", ofp_port, log_path)
     deadline = time.monotonic() + timeout
     while True:

@@ -178,7 +178,7 @@ def cmd_up(args) -> int:
 
 def cmd_run(args) -> int:
     """The main job: bring the lab up, check reachability, measure RTTs, report, tear down."""
-    from lab.probe import site_rtts
+    from measurements.probe import site_rtts
 
     out = Path(args.out or f"results/run-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
@@ -186,9 +186,8 @@ def cmd_run(args) -> int:
     with lab:
         console.print(_up_summary(lab))
         console.print(f"measuring RTT between every pair of sites "
-                      f"({args.samples} pings each after a warm-up round)")
-        pairs = site_rtts(lab, samples=args.samples, progress=lambda i, n: console.print(
-            f"  [{i}/{n}] sources done", end="\r"))
+                      f"({args.samples} probes each, both ways, after a warm-up)")
+        pairs = site_rtts(lab, samples=args.samples)
         setup = {"topology": str(args.topology), "datapath": lab.caps.datapath,
                  "links": lab.backend, "controller": args.controller, "strategy": args.strategy,
                  "bring_up_s": round(lab.timing.up_s, 3),
@@ -208,7 +207,7 @@ def cmd_run(args) -> int:
 
 def cmd_verify(args) -> int:
     """Bring the lab up, measure every link and path, compare with the model."""
-    from lab.verify import TOLERANCE, Tolerance, verify
+    from measurements.verify import TOLERANCE, Tolerance, verify
 
     lab = _bring_up(args)
     with lab:
@@ -241,7 +240,7 @@ def cmd_verify(args) -> int:
 
 
 def _print_rtt_table(pairs) -> None:
-    table = Table(title="Round-trip time between sites (ping, after warm-up)")
+    table = Table(title="Round-trip time between sites (ICMP echo, after warm-up)")
     for col in ("from", "to", "expected ms", "p50 ms", "min ms", "max ms", "n", "loss %"):
         table.add_column(col, justify="right" if col not in ("from", "to") else "left")
     for p in pairs:

@@ -80,6 +80,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from lab.procs import child_env, stop_process
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15
@@ -716,17 +718,15 @@ def start(config_path: str | os.PathLike[str], stats_path: str | os.PathLike[str
     cmd = [sys.executable, "-m", "lab.delayline", "--config", str(config_path), "--ready", str(ready)]
     if stats_path:
         cmd += ["--stats", str(stats_path)]
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                env=child_env())
     end = time.monotonic() + timeout
     while not ready.exists():
         if proc.poll() is not None:
             raise DelayLineError(f"delay line exited with status {proc.returncode}: {_tail(log)}")
         if time.monotonic() > end:
-            stop(proc)
+            stop_process(proc)
             raise DelayLineError(f"delay line not ready after {timeout} s: {_tail(log)}")
         time.sleep(0.01)
     return proc
@@ -763,18 +763,6 @@ def reload(proc: subprocess.Popen, stats_path: str | os.PathLike[str] | None = N
             raise DelayLineError(f"delay line exited with status {proc.returncode} during reload")
         time.sleep(0.005)
     raise DelayLineError(f"delay line did not confirm the reload within {timeout} s")
-
-
-def stop(proc: subprocess.Popen, timeout: float = 5.0) -> int:
-    """Stop the delay line (SIGTERM, then SIGKILL after timeout); return its exit status."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from lab import delayline
 from lab.capabilities import Capabilities
 from lab.links import LinkParams
+from lab.procs import stop_process
 
 BACKENDS = ("netem", "userspace")
 CHOICES = ("auto",) + BACKENDS
@@ -178,7 +179,7 @@ class LinkEmulation:
 
     def stop(self) -> None:
         if self.process is not None:
-            delayline.stop(self.process)
+            stop_process(self.process)
             self.process = None
 
     def _specs(self) -> list[delayline.LinkSpec]:

@@ -21,10 +21,13 @@ import os
 import select
 import socket
 import struct
+import subprocess
 import sys
 import time
 
 from lab.netns import inside
+from lab.procs import child_env
+from lab.runstate import PROCESS_MARKER
 
 SO_TIMESTAMPNS = 35
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
@@ -136,20 +139,15 @@ def measure(lab, pairs: list[tuple[str, str, str]], count: int, warmup: int = 2,
     Returns key -> (RTT samples in ms, probes counted). The prober carries the run's marker,
     so `lab cleanup` finds it if the lab dies while it runs.
     """
-    import subprocess
-
-    from lab.runstate import PROCESS_MARKER
-
     request = {"pairs": [{"key": key, "pid": lab.host(src).pid, "src": lab.host(src).IP(),
                           "dst": lab.host(dst).IP()} for key, src, dst in pairs],
                "count": count, "warmup": warmup, "gap_ms": gap_ms, "timeout_s": timeout_s}
     # A guard against a hung prober, not a deadline: slow machines (software emulation)
     # take far longer than gap_ms per probe.
     budget = (count + warmup) * len(pairs) * max(gap_ms, 10.0) / 1000 + timeout_s + 60
-    env = dict(os.environ, **{PROCESS_MARKER: lab.state.run_id})
     result = subprocess.run([sys.executable, "-m", "lab.icmpprobe"], input=json.dumps(request),
-                            capture_output=True, text=True, timeout=budget, env=env,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                            capture_output=True, text=True, timeout=budget,
+                            env=child_env(**{PROCESS_MARKER: lab.state.run_id}))
     if result.returncode != 0:
         raise RuntimeError(f"prober failed: {result.stderr.strip().splitlines()[-1:]}")
     data = json.loads(result.stdout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import socket
 from typing import Iterator
 
 CLONE_NEWNET = 0x40000000
@@ -36,6 +37,28 @@ def inside(ns_path: str) -> Iterator[None]:
     finally:
         os.close(own)
         os.close(target)
+
+
+class Namespaces:
+    """Opens sockets in the network namespaces of other processes, for a whole program's life.
+
+    Keeps one handle per namespace (by a process in it), so a prober that opens a socket per
+    request enters a namespace without reopening /proc each time.
+    """
+
+    def __init__(self):
+        self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self.fds: dict[int, int] = {}
+
+    def socket(self, pid: int, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM,
+               proto: int = 0) -> socket.socket:
+        if pid not in self.fds:
+            self.fds[pid] = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        _setns(self.fds[pid], f"/proc/{pid}/ns/net")
+        try:
+            return socket.socket(family, kind, proto)
+        finally:
+            _setns(self.home, "back")
 
 
 def named(name: str) -> str:

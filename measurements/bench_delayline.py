@@ -39,6 +39,7 @@ from lab import delayline  # noqa: E402
 from lab.delayline import LinkSpec  # noqa: E402
 from lab.iperf import start_server  # noqa: E402
 from lab.netns import inside, named  # noqa: E402
+from lab.procs import stop_process  # noqa: E402
 from measurements.stats import percentile  # noqa: E402
 
 NS_A = "hcdlt-bench-a"
@@ -113,7 +114,7 @@ class Bench:
                 proc.kill()
                 proc.wait()
         if self.line is not None:
-            delayline.stop(self.line)
+            stop_process(self.line)
         for ns in (NS_A, NS_B):
             sh("ip", "netns", "del", ns, check=False)
         for i in range(1, len(self.links) + 1):
@@ -139,7 +140,7 @@ class Bench:
 
     def restart(self) -> None:
         if self.line is not None:
-            delayline.stop(self.line)
+            stop_process(self.line)
             self.line = None
         self.configure({})
 

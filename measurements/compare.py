@@ -37,7 +37,6 @@ Raw files in the output directory (`lab report DIR` recomputes everything from t
 from __future__ import annotations
 
 import csv
-import ctypes
 import errno
 import json
 import os
@@ -57,9 +56,10 @@ from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
 from controllers.launcher import ROUTE_SETTLE_S
+from lab.netns import Namespaces
+from lab.procs import ROOT, child_env, stop_process
 from measurements.jsonlines import read_json_lines
 
-ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("hops", "latency", "geo", "primary-standby")
 SCENARIOS = ("normal", "dc-failure", "lz-cut", "service-link-cut")
 DEFAULT_SAMPLES = 10  # database requests per operation, placement and phase
@@ -88,7 +88,6 @@ MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
 APP_SERVICE, DB_SERVICE = "app", "db"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
              "start_time", "latency_ms", "ok")
-CLONE_NEWNET = 0x40000000
 
 
 class CompareError(RuntimeError):
@@ -139,32 +138,6 @@ def scenarios_of(topology, names=SCENARIOS) -> list[Scenario]:
 
 
 # -- in-lab helpers: one process each, sockets opened inside the hosts' namespaces ----------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-class Namespaces:
-    """Makes sockets inside other network namespaces (a socket stays where it was made)."""
-
-    def __init__(self):
-        self.home = os.open("/proc/self/ns/net", os.O_RDONLY)
-        self.fds: dict[int, int] = {}
-
-    def socket(self, pid: int) -> socket.socket:
-        if pid not in self.fds:
-            self.fds[pid] = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-        _setns(self.fds[pid])
-        try:
-            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        finally:
-            _setns(self.home)
-
 
 class _Stop(Exception):
     pass
@@ -452,7 +425,7 @@ class _Run:
         self.dbs = None
         self.db_start_s = 0.0
         self.scratch: Path | None = None
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.env = child_env()
 
     def start(self) -> None:
         from lab.runstate import PROCESS_MARKER, run_dir
@@ -479,12 +452,12 @@ class _Run:
                                        cwd=str(ROOT), env=self.env, text=True)
         if self.server.stdout.readline().strip() != "ready":
             raise CompareError("the application server did not start")
-        self.db_env = {**self.dbs.client_env(self.lab.state.run_id), "PYTHONPATH": str(ROOT)}
+        self.db_env = child_env(self.dbs.client_env(self.lab.state.run_id))
         self._start_failover()
 
     def stop(self) -> None:
         for proc in (self.server, self.failover):
-            _terminate(proc)
+            stop_process(proc)
         if self.dbs is not None:
             self.dbs.stop()
 
@@ -524,7 +497,7 @@ class _Run:
             return
         record["promotion"] = promoted[0]
         step("re-seeding the standby from the primary")
-        _terminate(self.failover)
+        stop_process(self.failover)
         t0 = time.monotonic()
         self.dbs.reseed_standby()
         record["reseed_s"] = round(time.monotonic() - t0, 3)
@@ -545,7 +518,7 @@ class _Run:
     def _writer_requests(self, writers: dict[str, subprocess.Popen]) -> list[dict]:
         """Stop the writers; their writes as probe records of kind "writer"."""
         for proc in writers.values():
-            _terminate(proc)
+            stop_process(proc)
         return [{"kind": "writer", "src": host, "start": r["start"],
                  "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
                  "served_by": None, "error": r.get("error")}
@@ -603,7 +576,7 @@ class _Run:
                                 cwd=str(ROOT), env=self.env)
 
     def _stop_probe(self, proc: subprocess.Popen) -> None:
-        _terminate(proc, timeout=REQUEST_TIMEOUT_S + 10)
+        stop_process(proc, timeout=REQUEST_TIMEOUT_S + 10)
 
     def _expected_rtts(self, choices: dict) -> dict:
         """The model's round trip from each consumer to its chosen endpoint, along the path
@@ -770,17 +743,6 @@ def _vip_bench_class():
 
 def _VipBench(*args):
     return _vip_bench_class()(*args)
-
-
-def _terminate(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _keep_controller_events(log: Path, start: int, dest: Path) -> None:

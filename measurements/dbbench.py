@@ -37,10 +37,10 @@ from rich.table import Table
 from measurements.postgres import DIRECT_PORT, Database, Databases, DataSize, start_databases
 from measurements.stats import DEFAULT_SEED, percentile, summarize
 from lab.icmpprobe import measure
+from lab.procs import ROOT, child_env, stop_process
 from measurements.dbbench_worker import OPERATIONS
 from measurements.jsonlines import LineReader
 
-ROOT = Path(__file__).resolve().parent.parent
 PLACEMENT_ROLES = ("service", "monolith")
 CSV_FIELDS = ("placement", "operation", "start_time", "latency_ms", "ok")
 RTT_OPERATION = "rtt_ping"
@@ -295,8 +295,7 @@ class _Bench:
         self.replica: Database | None = servers[replica] if replica else dbs.standby
         self.scratch = dbs.base_dir / "bench"
         self.scratch.mkdir(exist_ok=True)
-        self.env = dbs.client_env(lab.state.run_id)
-        self.env["PYTHONPATH"] = str(ROOT)
+        self.env = child_env(dbs.client_env(lab.state.run_id))
 
     def operations(self) -> list[str]:
         return [op for op in OPERATIONS if op != "replica_read" or self.replica is not None]
@@ -491,12 +490,7 @@ class _Bench:
         if lag is None:
             return []
         proc, reader = lag
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
         return [r for r in reader.read_all() if r["type"] == "lag"]
 
 

@@ -33,6 +33,7 @@ import pytest
 from lab import delayline
 from lab.delayline import LinkSpec
 from lab.netns import inside, named
+from lab.procs import stop_process
 from tests.helpers import ScratchNetwork, delay_line_counters, pin_neighbours, sh
 
 pytestmark = [
@@ -98,7 +99,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
     finally:
         if lab.proc is not None:
-            delayline.stop(lab.proc)
+            stop_process(lab.proc)
         net.close()
 
 
@@ -336,7 +337,7 @@ def test_stop_leaves_no_process(lab: Lab, tmp_path: Path) -> None:
     proc = delayline.start(config, stats, tmp_path / "ready")
     pid = proc.pid
     assert Path(f"/proc/{pid}").exists()
-    assert delayline.stop(proc) == 0
+    assert stop_process(proc) == 0
     assert not Path(f"/proc/{pid}").exists()
     assert delayline.read_stats(stats)["pid"] == pid
 

@@ -25,6 +25,7 @@ import pytest
 
 from lab import delayline
 from lab.delayline import CHAIN_LIMIT, LinkSpec
+from lab.procs import stop_process
 from tests.helpers import ScratchNetwork, delay_line_counters, pin_neighbours, sh
 
 pytestmark = [
@@ -89,7 +90,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         yield chain
     finally:
         if chain.proc is not None:
-            delayline.stop(chain.proc)
+            stop_process(chain.proc)
         net.close()
 
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from lab.network import Lab
-from lab.probe import site_rtts
+from measurements.probe import site_rtts
 from lab.switchpriority import PRIORITY
 from tests.helpers import DEFAULT_TOPOLOGY, SETTLE_S, iperf3, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
@@ -25,7 +25,7 @@ def running_lab(no_lab_running):
 
 
 def test_every_site_reaches_every_other_without_loss(running_lab):
-    pairs = site_rtts(running_lab, samples=3, warmup=1, interval=0.05)
+    pairs = site_rtts(running_lab, samples=3, warmup=1)
     sites = len(running_lab.topology.sites)
     assert len(pairs) == sites * (sites - 1)
     failed = [(p.src, p.dst, p.loss_pct) for p in pairs if p.loss_pct > 0]
