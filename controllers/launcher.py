@@ -25,6 +25,7 @@ from pathlib import Path
 
 from controllers.core import Options
 from controllers.services import ServiceError, load_services
+from lab.forwarding import ForwardingError
 from lab.procs import child_env, stop_process
 from controllers.strategies import DEFAULT_STRATEGY, STRATEGIES, UnknownStrategy, get_strategy
 from topologies import DEFAULT_TOPOLOGY
@@ -38,8 +39,8 @@ LOG = logging.getLogger("controllers.launcher")
 ROUTE_SETTLE_S = 0.5
 
 
-class ControllerError(RuntimeError):
-    pass
+class ControllerError(ForwardingError):
+    """The controller could not start or answer; the message carries the end of its log."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -23,13 +23,11 @@ import contextlib
 import json
 import math
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from controllers.launcher import ROUTE_SETTLE_S
-from lab.delayline import CHAIN_LIMIT
+from lab.delayline_control import CHAIN_LIMIT
 from lab.icmpprobe import measure
 from lab.runstate import run_dir
 
@@ -117,25 +115,6 @@ def pinned(lab, links):
         lab.ofctl("del-flows", {switch: [f"cookie={PIN_COOKIE:#x}/-1"] for switch in flows})
 
 
-@contextlib.contextmanager
-def lowest_latency_routes(lab):
-    """Within the block the lab routes by lowest latency, so that the paths probed are the
-    model's lowest-latency paths; yields False where that cannot be had (a static lab with
-    another strategy, or a foreign controller)."""
-    if lab.strategy == "latency":
-        yield True
-    elif lab.controller is None:
-        yield False
-    else:
-        lab.controller.set_strategy("latency")
-        time.sleep(ROUTE_SETTLE_S)
-        try:
-            yield True
-        finally:
-            lab.controller.set_strategy(lab.strategy)
-            time.sleep(ROUTE_SETTLE_S)
-
-
 def measurable_links(topology) -> list:
     return [link for link in topology.links
             if representative(topology, link.a) and representative(topology, link.b)]
@@ -200,7 +179,7 @@ def calibrate(lab, samples: int = 30, rounds: int = 2) -> Calibration:
                 uncompensated_ms=round(max(0.0, base - link.delay_ms), 4),
                 n=len(rtts.get(link.index, ([], 0))[0]),
                 rtt_p50_ms=round(measured.get(link.index, 0.0), 4)))
-    with lowest_latency_routes(lab) as routed:
+    with lab.forwarding.lowest_latency_routes() as routed:
         if routed:
             _fit_paths(lab, result, holds, samples=max(5, samples // 2))
     (run_dir() / "calibration.json").write_text(json.dumps(result.as_dict(), indent=1))

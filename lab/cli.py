@@ -17,20 +17,19 @@ from rich.console import Console
 from rich.table import Table
 
 from lab import cleanup as cleanup_mod
+from controllers.forwarding import CONTROLLER_HELP, make_lab, parse_controller
 from controllers.strategies import STRATEGIES
 from lab.capabilities import detect
 from lab.emulation import CHOICES
-from lab.network import CONTROLLER_HELP, Lab, LabError, parse_controller
+from lab.network import LabError
 from lab.nsswitch import ALLOCATOR
 from lab.links import LinkParamError
 from lab.signals import Interrupted, stop_signals_raise
 from lab.switchpriority import PRIORITY
 from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
 from topologies import DEFAULT_TOPOLOGY
-from topologies.model import TopologyError
-
-# Wide enough for the tables when output goes to a file or a CI log.
 from topologies.loader import load
+from topologies.model import TopologyError
 
 # Wide enough for the tables when output goes to a file or a CI log.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -130,7 +129,7 @@ def _bring_up(args):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     topo = load(args.topology)
-    lab = Lab(topo, controller=args.controller, links=args.links, strategy=args.strategy,
+    lab = make_lab(topo, controller=args.controller, links=args.links, strategy=args.strategy,
               calibrate=not args.no_calibrate)
     console.print(f"bringing up [bold]{topo.name}[/] ({len(topo.sites)} sites, "
                   f"{len(topo.links)} links, {len(topo.hosts)} hosts): OVS datapath "
@@ -254,7 +253,7 @@ def cmd_bench_db(args) -> int:
     """Database access paths from every placement to the lab's PostgreSQL."""
     from measurements.dbbench import run_db_bench
 
-    factory = partial(Lab, controller=args.controller, links=args.links, strategy=args.strategy,
+    factory = partial(make_lab, controller=args.controller, links=args.links, strategy=args.strategy,
                       calibrate=not args.no_calibrate)
     try:
         result = run_db_bench(args.topology, samples=args.samples, out_dir=args.out,
@@ -269,7 +268,7 @@ def cmd_compare(args) -> int:
     """Strategies under normal operation and failures; the report at the end."""
     from measurements.compare import run_compare
 
-    factory = partial(Lab, controller=args.controller, links=args.links,
+    factory = partial(make_lab, controller=args.controller, links=args.links,
                       calibrate=not args.no_calibrate)
     try:
         result = run_compare(args.topology, strategies=args.strategies.split(","),

@@ -1,4 +1,8 @@
-"""Userspace link emulation ("delay line") for kernels without sch_netem.
+"""Userspace link emulation ("delay line") for kernels without sch_netem: the process.
+
+The lab starts, reconfigures and reads it through lab.delayline_control. This module is the
+forwarding loop itself, kept in one file because it is one hot loop: every frame of every
+link passes `DelayLine._drain` and `_send_due`.
 
 One process serves every emulated link of the lab. A link is two interfaces in
 the root namespace (``ifname_a``, ``ifname_b``); frames read from one are sent
@@ -59,28 +63,23 @@ chained makes up the difference.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
-import dataclasses
 import gc
 import heapq
 import itertools
 import json
-import math
 import os
 import random
 import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from lab.procs import child_env, stop_process
+from lab.delayline_control import CHAIN_LIMIT, CONFIG_EXIT, ConfigError, LinkSpec, load_config
+from lab.files import atomic_write
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -109,158 +108,12 @@ STATS_INTERVAL = 1.0
 # Frames sent later than this after their deadline are counted per direction.
 LATE_THRESHOLD = 250e-6
 # Chained links: the bytes that recognise a frame again (the IP packet's start, after
-# virtio_net_hdr and Ethernet); how far a frame's timing may move from its hold (a switch's
-# wake-up is tenths of a ms; a congested HTB queue is milliseconds, and stays the link's);
-# how long a departure is remembered (at least CHAIN_MEMORY, at most twice that).
+# virtio_net_hdr and Ethernet); how long a departure is remembered (at least CHAIN_MEMORY,
+# at most twice that). How far a frame's timing may move: CHAIN_LIMIT.
 CHAIN_KEY = slice(VNET_HDR_LEN + 14, VNET_HDR_LEN + 14 + 64)
-CHAIN_LIMIT = 0.5e-3
 CHAIN_MEMORY = 5e-3
 # Timestamps further than this from CLOCK_REALTIME are not realtime stamps.
 CLOCK_SANITY = 1.0
-
-CONFIG_EXIT = 2
-
-
-class ConfigError(ValueError):
-    """The configuration file is not valid; the message is one line."""
-
-
-class DelayLineError(RuntimeError):
-    """The delay-line process could not be started."""
-
-
-@dataclass
-class LinkSpec:
-    """One emulated link; delay_ms is the hold applied once per direction.
-
-    A negative hold says the switches alone take longer than the link's delay: its frames
-    leave on arrival, and a link they are chained to next makes up the difference.
-    """
-
-    name: str
-    ifname_a: str
-    ifname_b: str
-    delay_ms: float
-    jitter_ms: float = 0.0
-    loss_pct: float = 0.0
-    limit: int = 1000
-    reorder: bool = False
-    # The link's configured one-way delay (0: off). A frame that comes to this link straight
-    # from another link of this process (through a switch) leaves span_ms after it was due to
-    # leave that one, whatever the switch between took (within CHAIN_LIMIT): "Chained links".
-    span_ms: float = 0.0
-
-
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "ifname_a": (str,),
-    "ifname_b": (str,),
-    "delay_ms": (int, float),
-    "jitter_ms": (int, float),
-    "loss_pct": (int, float),
-    "limit": (int,),
-    "reorder": (bool,),
-    "span_ms": (int, float),
-}
-_REQUIRED = ("name", "ifname_a", "ifname_b", "delay_ms")
-
-
-def _check_link(index: int, raw: Any) -> LinkSpec:
-    where = f"links[{index}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
-    for key in raw:
-        if key not in _FIELD_TYPES:
-            raise ConfigError(f"{where}: unknown key {key!r}")
-    for key in _REQUIRED:
-        if key not in raw:
-            raise ConfigError(f"{where}: missing key {key!r}")
-    for key, value in raw.items():
-        types = _FIELD_TYPES[key]
-        # bool is an int subclass: accept it only where a bool is expected.
-        if isinstance(value, bool) != (types == (bool,)) or not isinstance(value, types):
-            names = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"{where}: {key!r} must be {names}, got {type(value).__name__}")
-    spec = LinkSpec(**raw)
-    if not math.isfinite(spec.delay_ms) or spec.delay_ms < -CHAIN_LIMIT * 1000:
-        raise ConfigError(f"{where}: 'delay_ms' must be a finite number >= {-CHAIN_LIMIT * 1000:g}")
-    for key in ("jitter_ms", "loss_pct", "span_ms"):
-        value = getattr(spec, key)
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{where}: {key!r} must be a finite number >= 0")
-    if spec.loss_pct > 100:
-        raise ConfigError(f"{where}: 'loss_pct' must be <= 100")
-    if spec.limit < 1:
-        raise ConfigError(f"{where}: 'limit' must be >= 1")
-    if not spec.name:
-        raise ConfigError(f"{where}: 'name' must not be empty")
-    for key in ("ifname_a", "ifname_b"):
-        if not 0 < len(getattr(spec, key)) < 16:
-            raise ConfigError(f"{where}: {key!r} must be an interface name (1-15 characters)")
-    if spec.ifname_a == spec.ifname_b:
-        raise ConfigError(f"{where}: ifname_a and ifname_b are the same interface")
-    return spec
-
-
-def parse_config(data: Any) -> list[LinkSpec]:
-    """Validate decoded JSON strictly: a typo must not silently become a default."""
-    if not isinstance(data, dict):
-        raise ConfigError("top level must be an object with a 'links' list")
-    for key in data:
-        if key != "links":
-            raise ConfigError(f"unknown top-level key {key!r}")
-    links = data.get("links")
-    if not isinstance(links, list):
-        raise ConfigError("'links' must be a list")
-    specs = [_check_link(i, raw) for i, raw in enumerate(links)]
-    names: set[str] = set()
-    ifnames: set[str] = set()
-    for spec in specs:
-        if spec.name in names:
-            raise ConfigError(f"duplicate link name {spec.name!r}")
-        names.add(spec.name)
-        for ifname in (spec.ifname_a, spec.ifname_b):
-            if ifname in ifnames:
-                raise ConfigError(f"interface {ifname!r} is used by more than one link")
-            ifnames.add(ifname)
-    return specs
-
-
-def load_config(path: str | os.PathLike[str]) -> list[LinkSpec]:
-    """Read and validate CONFIG; every problem becomes a one-line ConfigError."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
-    return parse_config(data)
-
-
-def _atomic_write(path: str | os.PathLike[str], text: str) -> None:
-    """Readers never see a half-written file (rename is atomic)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_config(path: str | os.PathLike[str], links: Iterable[LinkSpec]) -> None:
-    """Write CONFIG atomically, so a SIGHUP never reads a partial file."""
-    specs = list(links)
-    parse_config({"links": [dataclasses.asdict(s) for s in specs]})
-    _atomic_write(path, json.dumps({"links": [dataclasses.asdict(s) for s in specs]}, indent=2) + "\n")
-
-
-def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the STATS document: {"links": {name: {"a_to_b": {...}, "b_to_a": {...}}}, ...}."""
-    return json.loads(Path(path).read_text())
-
-
-# --------------------------------------------------------------------------
-# The forwarding process
 
 
 class _Direction:
@@ -327,11 +180,11 @@ class _Link:
 
     def apply(self, spec: LinkSpec) -> None:
         self.spec = spec
-        self.delay = spec.delay_ms / 1000.0
+        self.delay = spec.hold_ms / 1000.0
         self.span = spec.span_ms / 1000.0
         self.jitter = spec.jitter_ms / 1000.0
         self.loss = spec.loss_pct / 100.0
-        self.limit = spec.limit
+        self.limit = spec.queue_packets
         self.reorder = spec.reorder
 
 
@@ -502,7 +355,7 @@ class DelayLine:
         if not self.stats_path:
             return
         try:
-            _atomic_write(self.stats_path, json.dumps(self.stats(), indent=1) + "\n")
+            atomic_write(self.stats_path, json.dumps(self.stats(), indent=1) + "\n")
         except OSError as exc:
             _log(f"cannot write stats: {exc}")
 
@@ -625,7 +478,7 @@ class DelayLine:
         self.write_stats()
         self.forwarding_since = clock()
         if ready_path:
-            _atomic_write(ready_path, f"{os.getpid()}\n")
+            atomic_write(ready_path, f"{os.getpid()}\n")
         _log(f"forwarding {len(self.links)} links, lead {self.lead * 1e6:.0f} us, "
              f"SCHED_FIFO {'on' if self.realtime else 'off'}")
         while not self._stop:
@@ -698,71 +551,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         line.close()
     return 0
-
-
-# --------------------------------------------------------------------------
-# API for the lab
-
-
-def start(config_path: str | os.PathLike[str], stats_path: str | os.PathLike[str] | None,
-          ready_path: str | os.PathLike[str], timeout: float = 5.0,
-          log_path: str | os.PathLike[str] | None = None) -> subprocess.Popen:
-    """Start the delay line and return once it forwards (its ready file exists).
-
-    stderr goes to log_path (default: CONFIG with suffix .log), never to a pipe
-    nobody reads, which would eventually block the forwarding loop.
-    """
-    ready = Path(ready_path)
-    ready.unlink(missing_ok=True)
-    log = Path(log_path) if log_path else Path(config_path).with_suffix(".log")
-    cmd = [sys.executable, "-m", "lab.delayline", "--config", str(config_path), "--ready", str(ready)]
-    if stats_path:
-        cmd += ["--stats", str(stats_path)]
-    with open(log, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                env=child_env())
-    end = time.monotonic() + timeout
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise DelayLineError(f"delay line exited with status {proc.returncode}: {_tail(log)}")
-        if time.monotonic() > end:
-            stop_process(proc)
-            raise DelayLineError(f"delay line not ready after {timeout} s: {_tail(log)}")
-        time.sleep(0.01)
-    return proc
-
-
-def _tail(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return lines[-1] if lines else "(empty log)"
-
-
-def reload(proc: subprocess.Popen, stats_path: str | os.PathLike[str] | None = None,
-           timeout: float = 2.0) -> None:
-    """Ask the delay line to re-read its CONFIG (after write_config).
-
-    With stats_path, wait until the new parameters are in force (the process
-    rewrites STATS with an incremented "reloads" right after applying them).
-    """
-    before = -1
-    if stats_path is not None:
-        with contextlib.suppress(OSError, ValueError):
-            before = read_stats(stats_path)["reloads"]
-    proc.send_signal(signal.SIGHUP)
-    if stats_path is None:
-        return
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            if read_stats(stats_path)["reloads"] > before:
-                return
-        if proc.poll() is not None:
-            raise DelayLineError(f"delay line exited with status {proc.returncode} during reload")
-        time.sleep(0.005)
-    raise DelayLineError(f"delay line did not confirm the reload within {timeout} s")
 
 
 if __name__ == "__main__":

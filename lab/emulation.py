@@ -11,11 +11,16 @@ The semantics are the same on both backends:
 netem runs as Mininet's TCIntf does it: netem under HTB on both ends of the link. The
 userspace backend puts one delay-line process (lab.delayline) in the middle of every
 emulated link: switch A's port <-> hld<N>a ... hld<N>b <-> switch B's port.
+
+One link, one path: an `EmulatedLink` is built from the topology model's `Link` (its
+configured delay `delay_ms`, jitter, loss, bandwidth and queue) and carries the one figure
+calibration changes, the hold (`hold_ms`: what the emulator holds a frame, per direction).
+The delay line also gets each link's span (`span_ms`: the configured delay less the
+calibrated per-hop trim, lab.delayline "Chained links"). Nothing is read back from Mininet.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -23,10 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import delayline
+from lab import delayline_control as delayline
 from lab.capabilities import Capabilities
-from lab.links import LinkParams
+from lab.links import delay_line_ends
 from lab.procs import stop_process
+from topologies.model import Link
 
 BACKENDS = ("netem", "userspace")
 CHOICES = ("auto",) + BACKENDS
@@ -48,11 +54,6 @@ def resolve_backend(requested: str, caps: Capabilities) -> str:
     return requested
 
 
-def delay_line_ends(index: int) -> tuple[str, str]:
-    """Names of the delay line's two interfaces for link number `index` (1-based)."""
-    return f"hld{index}a", f"hld{index}b"
-
-
 def _ms(value: float) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".") + "ms"
 
@@ -66,35 +67,43 @@ def htb_commands(ifname: str, rate_mbit: float) -> list[list[str]]:
     ]
 
 
-def netem_commands(ifname: str, params: LinkParams, hold_ms: float) -> list[list[str]]:
-    """netem (under HTB when the link has a rate) holding packets `hold_ms` on `ifname`."""
-    netem = ["netem", "delay", _ms(max(0.0, hold_ms))]
-    if params.jitter_ms:
-        netem.append(_ms(params.jitter_ms))
-    if params.loss_pct:
-        netem += ["loss", f"{params.loss_pct:g}%"]
-    netem += ["limit", str(params.queue_packets)]
-    if params.rate_mbit:
-        return htb_commands(ifname, params.rate_mbit) + [
-            ["tc", "qdisc", "replace", "dev", ifname, "parent", "5:1", "handle", "10:"] + netem]
-    return [["tc", "qdisc", "replace", "dev", ifname, "root", "handle", "10:"] + netem]
-
-
 @dataclass
 class EmulatedLink:
-    """One site-to-site link as the emulation sees it."""
+    """One site-to-site link as the emulation applies it: the model's link, where, and its hold."""
 
-    index: int
-    name: str
+    model: Link  # configured delay_ms, jitter_ms, loss_pct, bandwidth_mbit, queue_packets
     intf1: str  # switch-side interface at the link's first end
     intf2: str
-    params: LinkParams
     ns1: int | None = None  # a process in intf1's network namespace (None: the root one)
     ns2: int | None = None
-    hold_ms: float = field(init=False)
+    hold_ms: float = field(init=False)  # per direction: delay_ms until calibration says less
+    loss_pct: float = field(init=False)  # the model's, or an injected failure's
 
     def __post_init__(self):
-        self.hold_ms = self.params.delay_ms
+        self.hold_ms = self.model.delay_ms
+        self.loss_pct = self.model.loss_pct
+
+    @property
+    def index(self) -> int:
+        return self.model.index
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+
+def netem_commands(ifname: str, link: EmulatedLink) -> list[list[str]]:
+    """netem (under HTB when the link has a rate) holding packets `link.hold_ms` on `ifname`."""
+    netem = ["netem", "delay", _ms(max(0.0, link.hold_ms))]
+    if link.model.jitter_ms:
+        netem.append(_ms(link.model.jitter_ms))
+    if link.loss_pct:
+        netem += ["loss", f"{link.loss_pct:g}%"]
+    netem += ["limit", str(link.model.queue_packets)]
+    if link.model.bandwidth_mbit:
+        return htb_commands(ifname, link.model.bandwidth_mbit) + [
+            ["tc", "qdisc", "replace", "dev", ifname, "parent", "5:1", "handle", "10:"] + netem]
+    return [["tc", "qdisc", "replace", "dev", ifname, "root", "handle", "10:"] + netem]
 
 
 class LinkEmulation:
@@ -120,9 +129,9 @@ class LinkEmulation:
         for link in self.links:
             for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2)):
                 if self.backend == "netem":
-                    commands += [(ns, c) for c in netem_commands(intf, link.params, link.hold_ms)]
-                elif link.params.rate_mbit:
-                    commands += [(ns, c) for c in htb_commands(intf, link.params.rate_mbit)]
+                    commands += [(ns, c) for c in netem_commands(intf, link)]
+                elif link.model.bandwidth_mbit:
+                    commands += [(ns, c) for c in htb_commands(intf, link.model.bandwidth_mbit)]
         _run_tc(commands)
         if self.backend == "userspace" and self.links:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -145,8 +154,12 @@ class LinkEmulation:
             if link.index in holds:
                 # Negative holds (the delay line's, lab.delayline) become 0 under netem.
                 link.hold_ms = holds[link.index]
+        self._apply()
+
+    def _apply(self) -> None:
+        """Every link's current hold and loss, in force without dropping queued packets."""
         if self.backend == "netem":
-            _run_tc([(ns, netem_commands(intf, link.params, link.hold_ms)[-1])
+            _run_tc([(ns, netem_commands(intf, link)[-1])
                      for link in self.links
                      for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2))])
         elif self.process is not None:
@@ -160,8 +173,8 @@ class LinkEmulation:
         """
         for link in self.links:
             if link.index in indices:
-                link.params = dataclasses.replace(link.params, loss_pct=loss_pct)
-        self.set_holds({})
+                link.loss_pct = loss_pct
+        self._apply()
 
     def stats(self) -> dict:
         """Per-link counters of the delay line (empty for netem)."""
@@ -187,10 +200,10 @@ class LinkEmulation:
         for link in self.links:
             a, b = delay_line_ends(link.index)
             specs.append(delayline.LinkSpec(
-                name=link.name, ifname_a=a, ifname_b=b, delay_ms=link.hold_ms,
-                jitter_ms=link.params.jitter_ms, loss_pct=link.params.loss_pct,
-                limit=link.params.queue_packets,
-                span_ms=max(0.0, link.params.delay_ms - self.span_trim_ms)))
+                name=link.name, ifname_a=a, ifname_b=b, hold_ms=link.hold_ms,
+                jitter_ms=link.model.jitter_ms, loss_pct=link.loss_pct,
+                queue_packets=link.model.queue_packets,
+                span_ms=max(0.0, link.model.delay_ms - self.span_trim_ms)))
         return specs
 
 

@@ -2,9 +2,11 @@
 
 `Lab` builds the network of a topology model with Open vSwitch (the kernel datapath where
 the kernel has it, the userspace datapath elsewhere), writes down what it owns before it
-creates it, emulates its links (lab.emulation), programs forwarding (the os-ken controller,
-or the same flows installed statically), calibrates the switching fabric's own latency out
-of the emulated delays (lab.calibration), and always tears everything down again.
+creates it, emulates its links from the model (lab.emulation), lets the forwarding it was
+handed program the switches (lab.forwarding; controllers.forwarding.make_lab builds a Lab
+with the one `--controller` names), calibrates the switching fabric's own latency out of
+the emulated delays (lab.calibration: it returns the holds, the Lab applies them), and
+always tears everything down again.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import OVSSwitch, RemoteController
 
-from controllers.flows import render_ofctl
-from controllers.launcher import ControllerError, ControllerProcess, start_controller
-from controllers.planner import static_flows
 from lab import cleanup
 from lab.calibration import calibrate
 from lab.capabilities import Capabilities, detect, run
 from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend
+from lab.forwarding import Forwarding, ForwardingError
 from lab.links import LabLink
 from lab.nsswitch import NamespacedOVSSwitch
 from lab.runstate import (PROCESS_MARKER, RunState, load_state, new_run_id, process_start,
@@ -35,9 +35,6 @@ from lab.signals import signals_held
 from lab.switchpriority import SwitchPriority
 from topologies.mininet_topo import HybridTopo
 from topologies.model import Topology
-
-CONTROLLER_HELP = "builtin (the lab's os-ken controller), static (its flows, no controller), " \
-                  "none (no flows), or tcp:HOST:PORT (your OpenFlow 1.3 controller)"
 
 
 class LabError(RuntimeError):
@@ -63,17 +60,6 @@ class LabSwitch(OVSSwitch):
         return super().bridgeOpts() + f" external_ids:hclab-run={self.run_id}"
 
 
-def parse_controller(spec: str) -> tuple[str, str, int]:
-    """'builtin' | 'static' | 'none' | 'tcp:HOST:PORT' -> (kind, host, port)."""
-    if spec in ("builtin", "static", "none"):
-        return spec, "127.0.0.1", 6653
-    kind, _, rest = spec.partition(":")
-    host, _, port = rest.rpartition(":")
-    if kind != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--controller {spec!r}: expected {CONTROLLER_HELP}")
-    return "remote", host, int(port)
-
-
 @dataclass
 class Timing:
     build_s: float = 0.0
@@ -89,17 +75,10 @@ class Timing:
 class Lab:
     """One running lab: `with Lab(topology) as lab:` brings it up and always tears it down."""
 
-    def __init__(self, topology: Topology, controller: str = "builtin", links: str = "auto",
-                 strategy: str = "latency", calibrate: bool = True, ofp_port: int = 6653,
-                 rest_port: int = 8080, caps: Capabilities | None = None, log=print):
-        try:
-            self.controller_kind, self.controller_host, port = parse_controller(controller)
-        except ValueError as exc:
-            raise LabError(str(exc)) from None
-        self.ofp_port = ofp_port if self.controller_kind == "builtin" else port
-        self.rest_port = rest_port
+    def __init__(self, topology: Topology, forwarding: Forwarding, links: str = "auto",
+                 calibrate: bool = True, caps: Capabilities | None = None, log=print):
         self.topology = topology
-        self.strategy = strategy
+        self.forwarding = forwarding
         self.caps = caps or detect()
         try:
             self.backend = resolve_backend(links, self.caps)
@@ -109,12 +88,16 @@ class Lab:
         self.log = log
         self.net: Mininet | None = None
         self.state: RunState | None = None
-        self.controller: ControllerProcess | None = None
         self.relay: subprocess.Popen | None = None  # unix socket -> controller, for namespaced switches
         self.emulation: LinkEmulation | None = None
         self.switch_priority: SwitchPriority | None = None  # userspace datapath only
         self.calibration = None  # lab.calibration.Calibration once measured
         self.timing = Timing()
+
+    @property
+    def controller(self):
+        """The lab's own controller (REST), or None."""
+        return self.forwarding.controller
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -148,29 +131,24 @@ class Lab:
 
     def _start(self) -> None:
         t0 = time.monotonic()
-        if self.controller_kind == "builtin":
-            try:
-                self.controller = start_controller(
-                    self.topology.source, strategy=self.strategy, ofp_port=self.ofp_port,
-                    rest_port=self.rest_port, log_path=run_dir() / "controller.log")
-            except ControllerError as exc:
-                raise LabError(f"the controller did not start: {exc}") from None
+        try:
+            self.forwarding.start(run_dir())
+        except ForwardingError as exc:
+            raise LabError(f"the controller did not start: {exc}") from None
+        openflow = self.forwarding.openflow_address()
         if self.caps.datapath == "user":
-            socket_path = None
-            if self.controller_kind in ("builtin", "remote"):
-                socket_path = self._start_relay()
+            socket_path = self._start_relay(*openflow) if openflow else None
             switch = partial(NamespacedOVSSwitch, ovs_dir=run_dir() / "ovs",
                              controller_socket=socket_path)
         else:
             switch = partial(LabSwitch, run_id=self.state.run_id, datapath="kernel",
                              failMode="secure", batch=True)
         link = partial(LabLink, delay_line=self.backend == "userspace")
-        self.net = Mininet(topo=HybridTopo(self.topology), switch=switch, link=link,
+        self.net = Mininet(topo=HybridTopo(self.topology, lab_links=True), switch=switch, link=link,
                            controller=None, build=False, autoSetMacs=False,
                            autoStaticArp=False, waitConnected=False)
-        if self.controller_kind in ("builtin", "remote") and self.caps.datapath != "user":
-            self.net.addController(RemoteController("hlc0", ip=self.controller_host,
-                                                    port=self.ofp_port))
+        if openflow and self.caps.datapath != "user":
+            self.net.addController(RemoteController("hlc0", ip=openflow[0], port=openflow[1]))
         self.net.build()
         self._configure_interfaces()
         self.net.start()
@@ -182,18 +160,14 @@ class Lab:
             raise LabError(str(exc)) from None
         self.timing.build_s = time.monotonic() - t0
         t0 = time.monotonic()
-        if self.controller_kind == "static":
-            self.install_static_flows()
-        elif self.controller is not None:
-            try:
-                self.controller.wait_for_switches(timeout=30)
-            except ControllerError as exc:
-                raise LabError(str(exc)) from None
+        try:
+            self.forwarding.ready(self)
+        except ForwardingError as exc:
+            raise LabError(str(exc)) from None
         self.timing.forwarding_s = time.monotonic() - t0
         # Calibration pins probe flows and expects the lab's own routing: not with a foreign
         # controller (which may remove the pins) or with none.
-        if (self.calibrate and self.backend == "userspace"
-                and self.controller_kind in ("builtin", "static")):
+        if self.calibrate and self.backend == "userspace" and self.forwarding.owns_flows:
             t0 = time.monotonic()
             self.calibration = calibrate(self)
             self.emulation.set_holds(self.calibration.holds,
@@ -211,13 +185,13 @@ class Lab:
             self.log("warning: switch daemons stay at normal priority (SCHED_FIFO not permitted)")
             self.switch_priority = None
 
-    def _start_relay(self) -> Path:
+    def _start_relay(self, host: str, port: int) -> Path:
         """A Unix socket that switches in their own namespaces reach the controller through."""
         path = run_dir() / "openflow.sock"
         path.unlink(missing_ok=True)
         self.relay = subprocess.Popen(
             ["socat", f"UNIX-LISTEN:{path},fork,mode=600",
-             f"TCP:{self.controller_host}:{self.ofp_port},nodelay"],
+             f"TCP:{host}:{port},nodelay"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while not path.exists():
@@ -227,17 +201,15 @@ class Lab:
         return path
 
     def _emulated_links(self) -> list[EmulatedLink]:
+        """Every link of the model, with the switch ports and namespaces at its two ends."""
         topo = self.topology
         links = []
         for link in topo.links:
-            a, b = topo.sites[link.a], topo.sites[link.b]
-            mn_link = self.net.linksBetween(self.net.get(a.switch), self.net.get(b.switch))[0]
+            a, b = self.net.get(topo.sites[link.a].switch), self.net.get(topo.sites[link.b].switch)
             links.append(EmulatedLink(
-                index=link.index, name=link.name,
-                intf1=f"{a.switch}-eth{topo.port_to(link.a, link.b)}",
-                intf2=f"{b.switch}-eth{topo.port_to(link.b, link.a)}",
-                params=mn_link.emulation, ns1=_netns_pid(mn_link.intf1.node),
-                ns2=_netns_pid(mn_link.intf2.node)))
+                link, intf1=f"{a.name}-eth{topo.port_to(link.a, link.b)}",
+                intf2=f"{b.name}-eth{topo.port_to(link.b, link.a)}",
+                ns1=_netns_pid(a), ns2=_netns_pid(b)))
         return links
 
     def stop(self) -> None:
@@ -249,7 +221,7 @@ class Lab:
             for part, stop in (("switch priority", self.switch_priority
                                 and self.switch_priority.stop),
                                ("link emulation", self.emulation and self.emulation.stop),
-                               ("controller", self.controller and self.controller.stop),
+                               ("forwarding", self.forwarding.stop),
                                ("relay", self.relay and self.relay.kill),
                                ("network", self.net and self._stop_network)):
                 if stop:
@@ -259,7 +231,7 @@ class Lab:
                         self.log(f"warning: stopping the {part} failed ({exc}); sweeping")
             if self.relay is not None:
                 self.relay.wait(timeout=5)
-            self.switch_priority = self.emulation = self.controller = self.relay = self.net = None
+            self.switch_priority = self.emulation = self.relay = self.net = None
             cleanup.remove_run(self.state.run_id, self.state.switches)
             remove_state()
             self.state = None
@@ -318,11 +290,6 @@ class Lab:
         self.state.save()
 
     # -- forwarding -------------------------------------------------------------------
-
-    def install_static_flows(self) -> None:
-        """The controller's flows for the chosen strategy, installed without a controller."""
-        self.ofctl("add-flows", {switch: [render_ofctl(f) for f in flows] for switch, flows
-                                 in static_flows(self.topology, self.strategy).items()})
 
     def ofctl_target(self, switch: str) -> str:
         """What ovs-ofctl needs to reach a switch (its name, or its own daemon's socket)."""

@@ -27,7 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab.network import Lab  # noqa: E402
+from controllers.forwarding import make_lab  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
 from topologies import DEFAULT_TOPOLOGY  # noqa: E402
 from topologies.loader import load  # noqa: E402
@@ -72,7 +72,7 @@ def measure(factor: int, repeat: int, controller: str, calibrate: bool) -> dict:
         topo = load(f.name)
         ups, downs = [], []
         for _ in range(repeat):
-            lab = Lab(topo, controller=controller, calibrate=calibrate, log=lambda *_: None)
+            lab = make_lab(topo, controller=controller, calibrate=calibrate, log=lambda *_: None)
             t0 = time.monotonic()
             with lab:
                 ups.append(time.monotonic() - t0)

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.icmpprobe import ICMP_ECHOREPLY, SO_TIMESTAMPNS, echo_request, open_socket_in  # noqa: E402
-from lab.network import Lab  # noqa: E402
+from controllers.forwarding import make_lab  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
 from topologies import DEFAULT_TOPOLOGY  # noqa: E402
 from topologies.loader import load  # noqa: E402
@@ -272,7 +272,7 @@ def main() -> int:
     args = parser.parse_args()
     results: dict = {}
     with stop_signals_raise():
-        lab = Lab(load(args.topology), controller="builtin", strategy="latency", log=lambda *_: None)
+        lab = make_lab(load(args.topology), controller="builtin", strategy="latency", log=lambda *_: None)
         t0 = time.monotonic()
         with lab:
             results["bring_up_s"] = round(time.monotonic() - t0, 3)

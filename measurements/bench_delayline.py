@@ -35,8 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import delayline  # noqa: E402
-from lab.delayline import LinkSpec  # noqa: E402
+from lab import delayline_control as delayline  # noqa: E402
+from lab.delayline_control import LinkSpec  # noqa: E402
 from lab.iperf import start_server  # noqa: E402
 from lab.netns import inside, named  # noqa: E402
 from lab.procs import stop_process  # noqa: E402
@@ -130,7 +130,7 @@ class Bench:
     def configure(self, delays: dict[int, float]) -> None:
         """Set the hold of link i (1-based) and (re)start or reload the delay line."""
         for i, spec in enumerate(self.links, 1):
-            spec.delay_ms = delays.get(i, spec.delay_ms)
+            spec.hold_ms = delays.get(i, spec.hold_ms)
         delayline.write_config(self.config, self.links)
         if self.line is None:
             self.line = delayline.start(self.config, self.stats, self.ready, log_path=self.tmp / "line.log")
@@ -346,7 +346,7 @@ def scale(bench: Bench, log: Any, quick: bool) -> dict[str, Any]:
     delays = {i: [0.5, 1.0, 2.0, 5.0, 10.0, 20.0][i % 6] for i in range(1, n + 1)}
     delays[1] = 1.0
     for spec in bench.links:
-        spec.delay_ms = delays[int(spec.name[1:])]
+        spec.hold_ms = delays[int(spec.name[1:])]
     bench.restart()
     assert bench.line is not None
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])

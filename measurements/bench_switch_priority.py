@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.iperf import start_server  # noqa: E402
-from lab.network import Lab  # noqa: E402
+from controllers.forwarding import make_lab  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
 from lab.switchpriority import set_realtime  # noqa: E402
 from measurements.bench_delayline import CLK_TCK, cpu_ticks  # noqa: E402
@@ -37,7 +37,7 @@ def cpu_s(pid: int) -> float:
     return cpu_ticks(pid) / CLK_TCK
 
 
-def phase(lab: Lab, daemons: list[int], seconds: float) -> dict:
+def phase(lab, daemons: list[int], seconds: float) -> dict:
     """Bulk TCP pg1 -> svop1a beside a CPU-bound process; the middle of the run is measured."""
     src, dst = lab.host("pg1"), lab.host("svop1a")
     server = start_server(dst.popen, dst.IP(), PORT)
@@ -74,7 +74,7 @@ def main() -> int:
         parser.error("--seconds: at least 4 (2 s of ramp-up and 1 s at the end are not measured)")
     stop_signals_raise()
     results = {}
-    with Lab(load(DEFAULT_TOPOLOGY), controller="static", calibrate=False) as lab:
+    with make_lab(load(DEFAULT_TOPOLOGY), controller="static", calibrate=False) as lab:
         if lab.switch_priority is None:
             print("the lab runs no namespaced userspace switches here (kernel datapath, or "
                   "SCHED_FIFO not permitted): nothing to measure", file=sys.stderr)

@@ -368,7 +368,7 @@ def run_compare(topology, strategies=STRATEGIES, scenarios=SCENARIOS,
     if topo.source and Path(topo.source).is_file():
         shutil.copy(topo.source, out / Path(topo.source).name)
     if lab_factory is None:
-        from lab.network import Lab as lab_factory
+        from controllers.forwarding import make_lab as lab_factory
     setup = {"topology": topo.as_dict(paths=False), "topology_file": Path(topo.source).name,
              "versions": tool_versions(), "strategies": list(strategies),
              "scenarios": [{"name": s.name, "description": s.description, "links": list(s.links),
@@ -385,7 +385,7 @@ def run_compare(topology, strategies=STRATEGIES, scenarios=SCENARIOS,
     with lab:
         setup["links_backend"] = lab.backend
         setup["datapath"] = lab.caps.datapath
-        setup["controller"] = lab.controller_kind
+        setup["controller"] = lab.forwarding.kind
         setup["calibration"] = lab.calibration.as_dict() if lab.calibration else None
         setup["bring_up_s"] = round(lab.timing.up_s, 3)
         run = _Run(lab, topo, out, samples, console, failure_window_s)

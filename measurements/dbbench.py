@@ -245,7 +245,7 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
             raise ValueError(f"not a service or monolith host: {', '.join(sorted(unknown))}")
         chosen = [p for p in chosen if p.host in placements]
     if lab_factory is None:
-        from lab.network import Lab as lab_factory
+        from controllers.forwarding import make_lab as lab_factory
     setup = {"topology": str(topo.source), "samples": samples, "page_queries": page_queries,
              "warmup": warmup, "ping_count": ping_count,
              "data": {"patients": size.patients, "appointments": size.appointments,
@@ -255,8 +255,8 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
     lab = lab_factory(topo, log=console.print)
     with lab:
         setup["datapath"] = lab.caps.datapath
-        setup["links"] = getattr(lab, "backend", "plain")
-        setup["controller"] = getattr(lab, "controller_kind", None) or getattr(lab, "controller", None)
+        setup["links"] = lab.backend
+        setup["controller"] = lab.forwarding.kind
         setup["bring_up_s"] = round(lab.timing.build_s + lab.timing.forwarding_s, 3)
         dbs = start_databases(lab, size=size, port=port, log=console.print)
         try:

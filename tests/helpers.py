@@ -129,7 +129,7 @@ def pin_neighbours(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
 
 def delay_line_counters(proc, stats_path) -> dict:
     """The delay line's per-link counters, written on demand (SIGUSR1)."""
-    from lab import delayline
+    from lab import delayline_control as delayline
 
     before = delayline.read_stats(stats_path)["time"]
     proc.send_signal(signal.SIGUSR1)

@@ -11,14 +11,12 @@ from pathlib import Path
 from mininet.topo import Topo
 
 from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
 from topologies.model import Topology
 
-from topologies.loader import load
 
-
-
-def link_params(link) -> dict:
-    """A model link's emulation parameters under Mininet's TCLink names."""
+def tc_link_params(link) -> dict:
+    """A model link's emulation parameters under Mininet's TCLink names (`mn --link tc`)."""
     params = {"delay": f"{link.delay_ms:.6g}ms", "max_queue_size": link.queue_packets}
     if link.jitter_ms:
         params["jitter"] = f"{link.jitter_ms:.6g}ms"
@@ -30,9 +28,14 @@ def link_params(link) -> dict:
 
 
 class HybridTopo(Topo):
-    """Sites as switches, hosts on their site's switch, links with their emulation params."""
+    """Sites as switches, hosts on their site's switch, site-to-site links.
 
-    def build(self, topology: Topology | str | Path = DEFAULT_TOPOLOGY):
+    lab_links: the lab's own network (lab.network), which emulates each link from the model
+    and only needs its number; otherwise each link carries TCLink's parameters, for plain
+    Mininet (`mn --custom topologies/hybrid.py --link tc`).
+    """
+
+    def build(self, topology: Topology | str | Path = DEFAULT_TOPOLOGY, lab_links: bool = False):
         if not isinstance(topology, Topology):
             topology = load(topology)
         self.model = topology
@@ -46,5 +49,5 @@ class HybridTopo(Topo):
         for link in topology.links:
             a, b = topology.sites[link.a], topology.sites[link.b]
             self.addLink(a.switch, b.switch, port1=topology.port_to(link.a, link.b),
-                         port2=topology.port_to(link.b, link.a), link_index=link.index,
-                         **link_params(link))
+                         port2=topology.port_to(link.b, link.a),
+                         **({"link_index": link.index} if lab_links else tc_link_params(link)))

@@ -25,7 +25,7 @@ import pytest
 from controllers.launcher import ControllerError
 from lab.capabilities import run
 from lab.icmpprobe import measure
-from lab.network import Lab
+from controllers.forwarding import make_lab
 from tests.helpers import DEFAULT_TOPOLOGY, SETTLE_S, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
 from topologies.loader import load
@@ -47,7 +47,7 @@ def rtt_plausible(measured: float, expected: float) -> bool:
 
 @pytest.fixture(scope="module")
 def lab(no_lab_running):
-    with Lab(load(DEFAULT_TOPOLOGY), log=lambda *_: None) as running:
+    with make_lab(load(DEFAULT_TOPOLOGY), log=lambda *_: None) as running:
         yield running
     assert lab_leftovers() == NOTHING
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lab.network import Lab
+from controllers.forwarding import make_lab
 from lab.runstate import PROCESS_MARKER, marked_processes
 from measurements.postgres import DIRECT_PORT, SMALL, data_root, start_databases
 from tests.helpers import DEFAULT_TOPOLOGY
@@ -47,7 +47,7 @@ def wait_gone(pids, timeout=10.0) -> list[int]:
 @pytest.fixture(scope="module")
 def db_lab(no_lab_running):
     before = set(postgres_processes())
-    with Lab(load(DEFAULT_TOPOLOGY)) as lab:
+    with make_lab(load(DEFAULT_TOPOLOGY)) as lab:
         dbs = start_databases(lab, size=SMALL, port=DIRECT_PORT, log=lambda *a: None)
         try:
             yield lab, dbs

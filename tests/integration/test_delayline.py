@@ -30,8 +30,8 @@ from typing import Iterator
 
 import pytest
 
-from lab import delayline
-from lab.delayline import LinkSpec
+from lab import delayline_control as delayline
+from lab.delayline_control import LinkSpec
 from lab.netns import inside, named
 from lab.procs import stop_process
 from tests.helpers import ScratchNetwork, delay_line_counters, pin_neighbours, sh
@@ -73,7 +73,7 @@ class Lab:
 
     def set(self, **params: object) -> None:
         """Apply link parameters through the config file and SIGHUP."""
-        self.spec = LinkSpec("l1", "dlt1a", "dlt1b", **{"delay_ms": 0.0, **params})  # type: ignore[arg-type]
+        self.spec = LinkSpec("l1", "dlt1a", "dlt1b", **{"hold_ms": 0.0, **params})  # type: ignore[arg-type]
         delayline.write_config(self.config, [self.spec])
         assert self.proc is not None
         delayline.reload(self.proc, self.stats)
@@ -173,7 +173,7 @@ def blast(count: int, port: int = 40002, pps: float = 20000) -> int:
 
 @pytest.mark.parametrize("delay_ms", [1.0, 5.0, 20.0])
 def test_rtt_is_twice_the_delay(lab: Lab, delay_ms: float) -> None:
-    lab.set(delay_ms=delay_ms)
+    lab.set(hold_ms=delay_ms)
     rtts = ping_rtts()
     assert len(rtts) >= 35, rtts
     median = statistics.median(rtts)
@@ -183,9 +183,9 @@ def test_rtt_is_twice_the_delay(lab: Lab, delay_ms: float) -> None:
 
 
 def test_one_way_delay_is_accurate(lab: Lab) -> None:
-    lab.set(delay_ms=0.0)
+    lab.set(hold_ms=0.0)
     base = statistics.median(ms for _, ms in one_way(300, 0.001))
-    lab.set(delay_ms=2.0)
+    lab.set(hold_ms=2.0)
     lat = [ms for _, ms in one_way(300, 0.001)]
     # A hold hides the delay line's own wake-up (part of `base`), so the error
     # is judged against [delay, delay + base].
@@ -193,7 +193,7 @@ def test_one_way_delay_is_accurate(lab: Lab) -> None:
 
 
 def test_loss_rate_within_binomial_bound(lab: Lab) -> None:
-    lab.set(delay_ms=0.5, loss_pct=20.0)
+    lab.set(hold_ms=0.5, loss_pct=20.0)
     before = lab.counters()["a_to_b"]
     n = 4000
     received = blast(n)
@@ -208,7 +208,7 @@ def test_loss_rate_within_binomial_bound(lab: Lab) -> None:
 
 
 def test_jitter_spread_without_reordering(lab: Lab) -> None:
-    lab.set(delay_ms=5.0, jitter_ms=2.0)
+    lab.set(hold_ms=5.0, jitter_ms=2.0)
     got = one_way(250, 0.004)
     assert len(got) == 250
     seqs = [s for s, _ in got]
@@ -225,7 +225,7 @@ def test_jitter_spread_without_reordering(lab: Lab) -> None:
 
 
 def test_reorder_allows_overtaking(lab: Lab) -> None:
-    lab.set(delay_ms=5.0, jitter_ms=2.0, reorder=True)
+    lab.set(hold_ms=5.0, jitter_ms=2.0, reorder=True)
     got = one_way(300, 0.0005)
     seqs = [s for s, _ in got]
     assert len(got) == 300
@@ -233,7 +233,7 @@ def test_reorder_allows_overtaking(lab: Lab) -> None:
 
 
 def test_tcp_transfer_through_delayed_link(lab: Lab) -> None:
-    lab.set(delay_ms=2.0)
+    lab.set(hold_ms=2.0)
     payload = os.urandom(6 << 20)
     with netns(NS_B):
         server = socket.create_server((IP_B, 40003))
@@ -271,13 +271,13 @@ def test_tcp_transfer_through_delayed_link(lab: Lab) -> None:
 
 
 def test_sighup_changes_delay_and_keeps_queued_frames(lab: Lab) -> None:
-    lab.set(delay_ms=2.0)
+    lab.set(hold_ms=2.0)
     assert abs(statistics.median(ping_rtts(20)) - 4.0) < 0.4
-    lab.set(delay_ms=10.0)
+    lab.set(hold_ms=10.0)
     assert abs(statistics.median(ping_rtts(20)) - 20.0) < 0.4
 
     # Frames queued under a 100 ms hold survive a reload to 1 ms, in order.
-    lab.set(delay_ms=100.0)
+    lab.set(hold_ms=100.0)
     rx = udp(NS_B, (IP_B, 40004))
     tx = udp(NS_A)
     tx.connect((IP_B, 40004))
@@ -285,7 +285,7 @@ def test_sighup_changes_delay_and_keeps_queued_frames(lab: Lab) -> None:
         for i in range(50):
             tx.send(struct.pack("!I", i))
         time.sleep(0.02)
-        lab.set(delay_ms=1.0)
+        lab.set(hold_ms=1.0)
         for i in range(50, 100):
             tx.send(struct.pack("!I", i))
         seqs = []
@@ -298,7 +298,7 @@ def test_sighup_changes_delay_and_keeps_queued_frames(lab: Lab) -> None:
 
 
 def test_counters_add_up_with_queue_limit(lab: Lab) -> None:
-    lab.set(delay_ms=30.0, loss_pct=10.0, limit=50)
+    lab.set(hold_ms=30.0, loss_pct=10.0, queue_packets=50)
     before = lab.counters()["a_to_b"]
     n = 1000
     received = blast(n, pps=50000)
@@ -314,14 +314,14 @@ def test_counters_add_up_with_queue_limit(lab: Lab) -> None:
 def test_unknown_config_key_exits_2_with_one_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"links": [{"name": "x", "ifname_a": "dlt9a", "ifname_b": "dlt9b",
-                                             "delay_ms": 1, "dealy_ms": 2}]}))
+                                             "hold_ms": 1, "dealy_ms": 2}]}))
     proc = subprocess.run([sys.executable, "-m", "lab.delayline", "--config", str(config)],
                           capture_output=True, text=True, timeout=10)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown key 'dealy_ms'" in lines[0], proc.stderr
     config.write_text(json.dumps({"links": [{"name": "x", "ifname_a": "dlt9a", "ifname_b": "dlt9b",
-                                             "delay_ms": "1"}]}))
+                                             "hold_ms": "1"}]}))
     proc = subprocess.run([sys.executable, "-m", "lab.delayline", "--config", str(config)],
                           capture_output=True, text=True, timeout=10)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -343,7 +343,7 @@ def test_stop_leaves_no_process(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_fixture_delay_line_still_healthy(lab: Lab) -> None:
-    lab.set(delay_ms=1.0)
+    lab.set(hold_ms=1.0)
     assert lab.proc is not None and lab.proc.poll() is None
     stats = delayline.read_stats(lab.stats)
     assert stats["timestamps"]["none"] == 0

@@ -23,8 +23,8 @@ from typing import Iterator
 
 import pytest
 
-from lab import delayline
-from lab.delayline import CHAIN_LIMIT, LinkSpec
+from lab import delayline_control as delayline
+from lab.delayline_control import CHAIN_LIMIT, LinkSpec
 from lab.procs import stop_process
 from tests.helpers import ScratchNetwork, delay_line_counters, pin_neighbours, sh
 
@@ -85,7 +85,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         for ns, dev, ip in ((NS_A, "a0", IP_A), (NS_B, "b0", IP_B)):
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
         pin_neighbours((NS_A, "a0", IP_A), (NS_B, "b0", IP_B))
-        delayline.write_config(chain.config, Chain.specs({"delay_ms": 0.0}, {"delay_ms": 0.0}))
+        delayline.write_config(chain.config, Chain.specs({"hold_ms": 0.0}, {"hold_ms": 0.0}))
         chain.proc = delayline.start(chain.config, chain.stats, chain.config.with_suffix(".ready"))
         yield chain
     finally:
@@ -95,7 +95,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 
 
 def test_only_frames_from_another_link_are_chained(chain: Chain) -> None:
-    chain.set({"delay_ms": 2.0, "span_ms": 2.0}, {"delay_ms": 3.0, "span_ms": 3.0})
+    chain.set({"hold_ms": 2.0, "span_ms": 2.0}, {"hold_ms": 3.0, "span_ms": 3.0})
     before = chain.counters()
     rtt = chain.ping()
     after = chain.counters()
@@ -115,9 +115,9 @@ def test_only_frames_from_another_link_are_chained(chain: Chain) -> None:
 def test_a_negative_hold_is_made_up_by_the_next_link(chain: Chain) -> None:
     # c1 stands for a link shorter than the switches' own latency: its frames leave on
     # arrival, due 0.4 ms earlier; c2, chained after it, makes up those 0.4 ms.
-    chain.set({"delay_ms": -0.4}, {"delay_ms": 5.0, "span_ms": 5.0})
+    chain.set({"hold_ms": -0.4}, {"hold_ms": 5.0, "span_ms": 5.0})
     made_up = chain.ping()
-    chain.set({"delay_ms": 0.0}, {"delay_ms": 5.0, "span_ms": 5.0})
+    chain.set({"hold_ms": 0.0}, {"hold_ms": 5.0, "span_ms": 5.0})
     plain = chain.ping()
     # The difference is the test; the absolute bounds allow the pings' own overhead (up to
     # 0.5 ms on a busy CI machine: 0.33 seen) but no more than CHAIN_LIMIT made up.
@@ -128,7 +128,7 @@ def test_a_negative_hold_is_made_up_by_the_next_link(chain: Chain) -> None:
 def test_chaining_moves_a_frame_at_most_chain_limit(chain: Chain) -> None:
     # A span far beyond the hold (as if the switch had taken -2 ms): requests are moved by
     # CHAIN_LIMIT, not by 2 ms. Replies: c2 holds 2 ms, c1 chained adds its 1 ms span.
-    chain.set({"delay_ms": 1.0, "span_ms": 1.0}, {"delay_ms": 2.0, "span_ms": 4.0})
+    chain.set({"hold_ms": 1.0, "span_ms": 1.0}, {"hold_ms": 2.0, "span_ms": 4.0})
     rtt = chain.ping()
     expected = (1.0 + 2.0 + CHAIN_LIMIT * 1000) + (2.0 + 1.0)
     assert expected - 0.1 <= rtt <= expected + 0.5, (rtt, expected)

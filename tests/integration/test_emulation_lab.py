@@ -15,7 +15,7 @@ import yaml
 
 from lab.calibration import measure_links
 from lab.capabilities import netem_available
-from lab.network import Lab
+from controllers.forwarding import make_lab
 from tests.helpers import iperf3
 from tests.integration.conftest import NOTHING, lab_leftovers
 from topologies.loader import load
@@ -54,7 +54,7 @@ def chain_lab(request, tmp_path_factory, no_lab_running):
     path = tmp_path_factory.mktemp("chain") / "chain.yaml"
     path.write_text(yaml.safe_dump(CHAIN))
     topo = load(path)
-    with Lab(topo, controller="static", links=request.param) as lab:
+    with make_lab(topo, controller="static", links=request.param) as lab:
         yield lab
     assert lab_leftovers() == NOTHING
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from lab.capabilities import detect
-from lab.network import Lab
+from controllers.forwarding import make_lab
 from tests.helpers import DEFAULT_TOPOLOGY, LAB, ROOT, run_lab
 from tests.integration.conftest import NOTHING, lab_leftovers, lab_running
 from topologies.loader import load
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 
 def test_exception_inside_the_lab_tears_it_down():
     with pytest.raises(RuntimeError, match="boom"):
-        with Lab(load(DEFAULT_TOPOLOGY)):
+        with make_lab(load(DEFAULT_TOPOLOGY)):
             assert lab_running()
             raise RuntimeError("boom")
     assert lab_leftovers() == NOTHING

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from lab.network import Lab
+from controllers.forwarding import make_lab
 from measurements.probe import site_rtts
 from lab.switchpriority import PRIORITY
 from tests.helpers import DEFAULT_TOPOLOGY, SETTLE_S, iperf3, wait_for
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet]
 
 @pytest.fixture(scope="module")
 def running_lab(no_lab_running):
-    with Lab(load(DEFAULT_TOPOLOGY)) as lab:
+    with make_lab(load(DEFAULT_TOPOLOGY)) as lab:
         yield lab
     assert lab_leftovers() == NOTHING
 

@@ -6,10 +6,24 @@ from __future__ import annotations
 import pytest
 
 from lab.capabilities import Capabilities
-from lab.delayline import ConfigError, parse_config
-from lab.emulation import (EmulationError, delay_line_ends, htb_commands, netem_commands,
+from lab.delayline_control import ConfigError, parse_config
+from lab.emulation import (EmulatedLink, EmulationError, htb_commands, netem_commands,
                            resolve_backend)
-from lab.links import LinkParams
+from lab.links import delay_line_ends
+from topologies.model import Link
+
+
+def emulated(delay_ms: float, hold_ms: float | None = None, jitter_ms: float = 0.0,
+             loss_pct: float = 0.0, bandwidth_mbit: float | None = None,
+             queue_packets: int = 1000) -> EmulatedLink:
+    """A model link as the emulation gets it, held `hold_ms` (default: its delay)."""
+    link = EmulatedLink(Link(a="sa", b="sb", link_class="test", delay_ms=delay_ms,
+                             delay_source="test", distance_km=0.0, bandwidth_mbit=bandwidth_mbit,
+                             jitter_ms=jitter_ms, loss_pct=loss_pct, queue_packets=queue_packets,
+                             index=1), intf1="hlsa-eth1", intf2="hlsb-eth1")
+    if hold_ms is not None:
+        link.hold_ms = hold_ms
+    return link
 
 
 def caps(netem: bool) -> Capabilities:
@@ -18,14 +32,15 @@ def caps(netem: bool) -> Capabilities:
 
 
 def test_netem_delay_only():
-    assert netem_commands("hldc1-eth3", LinkParams(delay_ms=27.4634), 27.4634) == [
+    assert netem_commands("hldc1-eth3", emulated(27.4634)) == [
         ["tc", "qdisc", "replace", "dev", "hldc1-eth3", "root", "handle", "10:", "netem",
          "delay", "27.4634ms", "limit", "1000"]]
 
 
 def test_netem_everything_under_htb():
-    params = LinkParams(delay_ms=5, jitter_ms=0.5, loss_pct=1.5, rate_mbit=500, queue_packets=200)
-    assert netem_commands("hlop1a-eth2", params, 4.75) == [
+    link = emulated(5, hold_ms=4.75, jitter_ms=0.5, loss_pct=1.5, bandwidth_mbit=500,
+                    queue_packets=200)
+    assert netem_commands("hlop1a-eth2", link) == [
         ["tc", "qdisc", "replace", "dev", "hlop1a-eth2", "root", "handle", "5:", "htb",
          "default", "1"],
         ["tc", "class", "replace", "dev", "hlop1a-eth2", "parent", "5:", "classid", "5:1",
@@ -36,7 +51,7 @@ def test_netem_everything_under_htb():
 
 
 def test_netem_hold_is_what_is_applied_not_the_configured_delay():
-    cmd = netem_commands("x", LinkParams(delay_ms=0.2), 0.0)[-1]
+    cmd = netem_commands("x", emulated(0.2, hold_ms=0.0))[-1]
     assert cmd[cmd.index("delay") + 1] == "0ms"
 
 
@@ -65,15 +80,21 @@ def test_delay_line_interface_names_fit_linux_limits():
 
 def test_netem_never_gets_a_negative_hold():
     # The delay line's negative holds (chained links) mean "no hold" to netem.
-    cmd = netem_commands("x", LinkParams(delay_ms=0.2), -0.1)[-1]
+    cmd = netem_commands("x", emulated(0.2, hold_ms=-0.1))[-1]
     assert cmd[cmd.index("delay") + 1] == "0ms"
 
 
 def test_delay_line_config_takes_spans_and_bounded_negative_holds():
     link = {"name": "l", "ifname_a": "a", "ifname_b": "b"}
-    spec, = parse_config({"links": [{**link, "delay_ms": -0.4, "span_ms": 0.2}]})
-    assert (spec.delay_ms, spec.span_ms) == (-0.4, 0.2)
-    with pytest.raises(ConfigError, match="'delay_ms' must be a finite number >= -0.5"):
-        parse_config({"links": [{**link, "delay_ms": -0.6}]})
+    spec, = parse_config({"links": [{**link, "hold_ms": -0.4, "span_ms": 0.2}]})
+    assert (spec.hold_ms, spec.span_ms) == (-0.4, 0.2)
+    with pytest.raises(ConfigError, match="'hold_ms' must be a finite number >= -0.5"):
+        parse_config({"links": [{**link, "hold_ms": -0.6}]})
     with pytest.raises(ConfigError, match="'span_ms' must be a finite number >= 0"):
-        parse_config({"links": [{**link, "delay_ms": 1, "span_ms": -1}]})
+        parse_config({"links": [{**link, "hold_ms": 1, "span_ms": -1}]})
+
+
+def test_an_injected_loss_changes_the_link_not_the_model():
+    link = emulated(5.0)
+    link.loss_pct = 100.0
+    assert "100%" in netem_commands("x", link)[-1] and link.model.loss_pct == 0.0

@@ -20,7 +20,7 @@ import pytest
 
 from lab.capabilities import run
 from lab.icmpprobe import measure
-from lab.network import Lab
+from controllers.forwarding import make_lab
 from tests.helpers import triangle_topology
 from tests.vm.conftest import rtt_ok
 from topologies.loader import load
@@ -35,7 +35,7 @@ REST_PORT = 8089
 def lab(tmp_path_factory):
     path = tmp_path_factory.mktemp("topo") / "triangle.yaml"
     path.write_text(TOPOLOGY)
-    with Lab(load(path), controller="builtin", links="auto", rest_port=REST_PORT,
+    with make_lab(load(path), controller="builtin", links="auto", rest_port=REST_PORT,
              log=lambda *_: None) as running:
         yield running
     bridges = run(["ovs-vsctl", "list-br"]).stdout.split()

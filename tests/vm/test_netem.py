@@ -17,7 +17,8 @@ import pytest
 
 from lab.capabilities import run
 from lab.icmpprobe import measure
-from lab.network import Lab, LabSwitch
+from controllers.forwarding import make_lab
+from lab.network import LabSwitch
 from tests.vm.conftest import BIAS_HIGH_MS, BIAS_LOW_MS, rtt_ok
 from topologies.loader import load
 
@@ -47,7 +48,7 @@ EXPECTED = {"h1>h2": 10.0, "h2>h3": 3.0, "h1>h3": 13.0}
 def lab(tmp_path_factory):
     path = tmp_path_factory.mktemp("topo") / "line.yaml"
     path.write_text(TOPOLOGY)
-    with Lab(load(path), controller="static", links="netem", log=lambda *_: None) as running:
+    with make_lab(load(path), controller="static", links="netem", log=lambda *_: None) as running:
         yield running
     bridges = run(["ovs-vsctl", "list-br"]).stdout.split()
     assert not {"hlsa", "hlsb", "hlsc"} & set(bridges), f"bridges left behind: {bridges}"

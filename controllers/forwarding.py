@@ -1,0 +1,162 @@
+"""The ways a lab's switches get their flows, as the network's `Forwarding` (lab.forwarding).
+
+`--controller` names one: builtin (the lab's os-ken controller, started as a child), static
+(the same controller's flows for one strategy, installed with ovs-ofctl, no controller),
+tcp:HOST:PORT (an OpenFlow 1.3 controller of the user's) or none (no flows at all).
+`make_lab` puts a topology, a forwarding and the network together: the one way to get a Lab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Iterator
+
+from controllers.flows import render_ofctl
+from controllers.launcher import ControllerProcess, ROUTE_SETTLE_S, start_controller
+from controllers.planner import static_flows
+from controllers.strategies import DEFAULT_STRATEGY
+from lab.network import Lab
+from topologies.model import Topology
+
+CONTROLLER_HELP = "builtin (the lab's os-ken controller), static (its flows, no controller), " \
+                  "none (no flows), or tcp:HOST:PORT (your OpenFlow 1.3 controller)"
+LOCALHOST = "127.0.0.1"
+SWITCHES_TIMEOUT_S = 30.0
+
+
+class _Forwarding:
+    """What every kind shares: no controller of the lab's, no pinned routes."""
+
+    kind = ""
+    owns_flows = False
+    controller = None
+
+    def __init__(self, strategy: str):
+        self.strategy = strategy
+
+    def openflow_address(self) -> tuple[str, int] | None:
+        return None
+
+    def start(self, run_dir: Path) -> None:
+        pass
+
+    def ready(self, lab) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def lowest_latency_routes(self) -> Iterator[bool]:
+        yield self.strategy == "latency" and self.owns_flows
+
+    def stop(self) -> None:
+        pass
+
+
+class BuiltinController(_Forwarding):
+    """The lab's os-ken controller, a child process listening on 127.0.0.1."""
+
+    kind = "builtin"
+    owns_flows = True
+
+    def __init__(self, topology: Topology, strategy: str, ofp_port: int, rest_port: int):
+        super().__init__(strategy)
+        self.topology, self.ofp_port, self.rest_port = topology, ofp_port, rest_port
+        self.controller: ControllerProcess | None = None
+
+    def openflow_address(self) -> tuple[str, int]:
+        return LOCALHOST, self.ofp_port
+
+    def start(self, run_dir: Path) -> None:
+        self.controller = start_controller(
+            self.topology.source, strategy=self.strategy, ofp_port=self.ofp_port,
+            rest_port=self.rest_port, log_path=run_dir / "controller.log")
+
+    def ready(self, lab) -> None:
+        self.controller.wait_for_switches(timeout=SWITCHES_TIMEOUT_S)
+
+    @contextlib.contextmanager
+    def lowest_latency_routes(self) -> Iterator[bool]:
+        if self.strategy == "latency":
+            yield True
+            return
+        self.controller.set_strategy("latency")
+        time.sleep(ROUTE_SETTLE_S)
+        try:
+            yield True
+        finally:
+            self.controller.set_strategy(self.strategy)
+            time.sleep(ROUTE_SETTLE_S)
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+class StaticFlows(_Forwarding):
+    """The builtin controller's flows for one strategy, installed once, no controller."""
+
+    kind = "static"
+    owns_flows = True
+
+    def __init__(self, topology: Topology, strategy: str):
+        super().__init__(strategy)
+        self.topology = topology
+
+    def ready(self, lab) -> None:
+        lab.ofctl("add-flows", {switch: [render_ofctl(f) for f in flows] for switch, flows
+                                in static_flows(self.topology, self.strategy).items()})
+
+
+class RemoteController(_Forwarding):
+    """A controller of the user's: the switches connect to it, the lab leaves flows to it."""
+
+    kind = "remote"
+
+    def __init__(self, host: str, port: int, strategy: str):
+        super().__init__(strategy)
+        self.address = (host, port)
+
+    def openflow_address(self) -> tuple[str, int]:
+        return self.address
+
+
+class NoForwarding(_Forwarding):
+    """No flows: the switches drop everything until someone programs them."""
+
+    kind = "none"
+
+
+def parse_controller(spec: str) -> tuple[str, str, int]:
+    """'builtin' | 'static' | 'none' | 'tcp:HOST:PORT' -> (kind, host, port)."""
+    if spec in ("builtin", "static", "none"):
+        return spec, LOCALHOST, 6653
+    kind, _, rest = spec.partition(":")
+    host, _, port = rest.rpartition(":")
+    if kind != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--controller {spec!r}: expected {CONTROLLER_HELP}")
+    return "remote", host, int(port)
+
+
+def forwarding_for(spec: str, topology: Topology, strategy: str = DEFAULT_STRATEGY,
+                   ofp_port: int = 6653, rest_port: int = 8080):
+    """The Forwarding that `--controller SPEC` names (ValueError for a bad SPEC)."""
+    kind, host, port = parse_controller(spec)
+    if kind == "builtin":
+        return BuiltinController(topology, strategy, ofp_port, rest_port)
+    if kind == "static":
+        return StaticFlows(topology, strategy)
+    if kind == "remote":
+        return RemoteController(host, port, strategy)
+    return NoForwarding(strategy)
+
+
+def make_lab(topology: Topology, controller: str = "builtin", strategy: str = DEFAULT_STRATEGY,
+             ofp_port: int = 6653, rest_port: int = 8080, **lab_options) -> Lab:
+    """A Lab (not yet up) of `topology` whose forwarding `--controller CONTROLLER` names.
+
+    lab_options: the Lab's own (links, calibrate, caps, log). ValueError for a bad CONTROLLER.
+    """
+    return Lab(topology, forwarding_for(controller, topology, strategy, ofp_port, rest_port),
+               **lab_options)
