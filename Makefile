@@ -11,7 +11,7 @@ test: setup
 	.venv/bin/pytest -ra
 
 bench: setup
-	.venv/bin/python measurements/bench_bringup.py
+	.venv/bin/python -m benchmarks.bench_bringup
 
 cleanup:
 	.venv/bin/lab cleanup

@@ -42,7 +42,7 @@ hosts:
 
 # How long a test waits for the lab to react to a change (a reroute, a priority change): long,
 # because a loaded CI machine is slow. Tests check what happens; how fast it happens is
-# measured by the benchmarks in measurements/ (e.g. bench_controller.py: reroutes).
+# measured by the developer benchmarks in benchmarks/ (e.g. bench_controller: reroutes).
 SETTLE_S = 10.0
 
 

@@ -182,7 +182,7 @@ if [ ! -f "$IMAGE.complete" ]; then
         mount -t overlay overlay -o lowerdir=$ROOTFS,upperdir=$BUILD_TMP/upper,workdir=$BUILD_TMP/work $M
         mkdir -p $M/root/hclab $M/tmp/wheels
         cp -a $ROOT/pyproject.toml $M/root/hclab/
-        for d in lab topologies controllers measurements; do
+        for d in lab topologies controllers measurements benchmarks; do
             rsync -a --exclude __pycache__ $ROOT/$d $M/root/hclab/
         done
         mount --bind $WHEELS $M/tmp/wheels

@@ -16,7 +16,7 @@ process, kernel receive timestamps):
   delay line (carrier stays up, no event reaches the controller: only its probes notice),
   on a pair whose path crosses dc1 without ending there.
 
-    flock /tmp/hclab-lab.lock .venv/bin/python measurements/bench_controller.py [--repeat 5] [--json FILE]
+    flock /tmp/hclab-lab.lock .venv/bin/python -m benchmarks.bench_controller [--repeat 5] [--json FILE]
 
 Targets: port down < 100 ms, silent failure < 1 s (DNS health-check failover takes tens of
 seconds). Teardown runs on any exit (exceptions, Ctrl-C, SIGTERM, SIGHUP).
@@ -37,13 +37,11 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lab.icmpprobe import ICMP_ECHOREPLY, SO_TIMESTAMPNS, echo_request, open_socket_in  # noqa: E402
-from controllers.forwarding import make_lab  # noqa: E402
-from lab.signals import stop_signals_raise  # noqa: E402
-from topologies import DEFAULT_TOPOLOGY  # noqa: E402
-from topologies.loader import load  # noqa: E402
+from controllers.forwarding import make_lab
+from lab.icmpprobe import ICMP_ECHOREPLY, SO_TIMESTAMPNS, echo_request, open_socket_in
+from lab.signals import stop_signals_raise
+from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
 
 INTERVAL_S = 0.001
 TARGETS_MS = {"port_down_outage": 100.0, "silent_dc_outage": 1000.0}

@@ -7,7 +7,7 @@ threads as the lab runs them (SCHED_FIFO while light, lab.switchpriority), alway
 and always normal priority. Per phase: the share of a core the CPU-bound process got (the
 issue-3 target: at least half a core), the switch daemons' CPU and the TCP throughput.
 
-    .venv/bin/python measurements/bench_switch_priority.py [--seconds 8] [--json FILE]
+    .venv/bin/python -m benchmarks.bench_switch_priority [--seconds 8] [--json FILE]
 """
 
 from __future__ import annotations
@@ -19,22 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lab.iperf import start_server  # noqa: E402
-from controllers.forwarding import make_lab  # noqa: E402
-from lab.signals import stop_signals_raise  # noqa: E402
-from lab.switchpriority import set_realtime  # noqa: E402
-from measurements.bench_delayline import CLK_TCK, cpu_ticks  # noqa: E402
-from topologies import DEFAULT_TOPOLOGY  # noqa: E402
-from topologies.loader import load  # noqa: E402
+from benchmarks.cpu import cpu_seconds
+from controllers.forwarding import make_lab
+from lab.iperf import start_server
+from lab.signals import stop_signals_raise
+from lab.switchpriority import set_realtime
+from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
 
 PORT = 5399
-
-
-def cpu_s(pid: int) -> float:
-    """CPU time of a whole process (all threads), in seconds."""
-    return cpu_ticks(pid) / CLK_TCK
 
 
 def phase(lab, daemons: list[int], seconds: float) -> dict:
@@ -47,11 +40,11 @@ def phase(lab, daemons: list[int], seconds: float) -> dict:
                            stdout=subprocess.PIPE)
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         time.sleep(2)
-        h0, d0, t0 = cpu_s(hog.pid), sum(map(cpu_s, daemons)), time.monotonic()
+        h0, d0, t0 = cpu_seconds(hog.pid), sum(map(cpu_seconds, daemons)), time.monotonic()
         time.sleep(seconds - 3)
         dt = time.monotonic() - t0
-        hog_core = (cpu_s(hog.pid) - h0) / dt
-        switches_core = (sum(map(cpu_s, daemons)) - d0) / dt
+        hog_core = (cpu_seconds(hog.pid) - h0) / dt
+        switches_core = (sum(map(cpu_seconds, daemons)) - d0) / dt
         out = client.communicate(timeout=seconds + 30)[0]
         report = json.loads(out[out.index(b"{"):])
         return {"hog_core": round(hog_core, 3), "switches_core": round(switches_core, 3),

@@ -4,7 +4,7 @@ A topology N times larger is N copies of the default one (names suffixed with th
 number), their Regions chained by backbone links so the whole stays connected. Each size is
 brought up and torn down `--repeat` times; the table shows the median and the range.
 
-    .venv/bin/python measurements/bench_bringup.py [--scales 1,2,5,10] [--repeat 3]
+    .venv/bin/python -m benchmarks.bench_bringup [--scales 1,2,5,10] [--repeat 3]
         [--controller static|builtin] [--calibrate] [--json FILE]
 
 By default it times the network itself (switches, hosts, links, emulation, static flows);
@@ -25,12 +25,10 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from controllers.forwarding import make_lab  # noqa: E402
-from lab.signals import stop_signals_raise  # noqa: E402
-from topologies import DEFAULT_TOPOLOGY  # noqa: E402
-from topologies.loader import load  # noqa: E402
+from controllers.forwarding import make_lab
+from lab.signals import stop_signals_raise
+from topologies import DEFAULT_TOPOLOGY
+from topologies.loader import load
 
 
 def scaled(data: dict, factor: int) -> dict:

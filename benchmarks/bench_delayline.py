@@ -1,6 +1,6 @@
 """Benchmark of the userspace delay line (lab/delayline.py).
 
-Run as root:  .venv/bin/python measurements/bench_delayline.py [--json FILE] [--quick]
+Run as root:  .venv/bin/python -m benchmarks.bench_delayline [--json FILE] [--quick]
 
 Builds its own namespaces (hcdlt-bench-a, hcdlt-bench-b) and veth pairs
 (root-namespace ends dltb<N>a / dltb<N>b) and removes them on every exit,
@@ -33,14 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lab import delayline_control as delayline  # noqa: E402
-from lab.delayline_control import LinkSpec  # noqa: E402
-from lab.iperf import start_server  # noqa: E402
-from lab.netns import inside, named  # noqa: E402
-from lab.procs import stop_process  # noqa: E402
-from measurements.stats import percentile  # noqa: E402
+from benchmarks.cpu import cpu_seconds, cpu_share
+from lab import delayline_control as delayline
+from lab.delayline_control import LinkSpec
+from lab.iperf import start_server
+from lab.netns import inside, named
+from lab.procs import stop_process
+from measurements.stats import percentile
 
 NS_A = "hcdlt-bench-a"
 NS_B = "hcdlt-bench-b"
@@ -48,8 +47,6 @@ SO_TIMESTAMPNS = 35
 PORT = 40777
 IPERF_PORT = 5299
 DELAYS_MS = (0.25, 1.0, 5.0, 20.0, 80.0)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -269,18 +266,6 @@ def rx_packets(ns: str, dev: str) -> int:
     return out[0]["stats64"]["rx"]["packets"]
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def cpu_share(pid: int, seconds: float) -> float:
-    """Fraction of one core used by pid over the next `seconds`."""
-    t0, c0 = time.monotonic(), cpu_ticks(pid)
-    time.sleep(seconds)
-    return (cpu_ticks(pid) - c0) / CLK_TCK / (time.monotonic() - t0)
-
-
 def summarize(lat: list[float], delay_ms: float, base: float) -> dict[str, Any]:
     err_us = [(x - delay_ms / 1000 - base) * 1e6 for x in lat]
     return {"delay_ms": delay_ms, "samples": len(err_us),
@@ -375,13 +360,13 @@ def scale(bench: Bench, log: Any, quick: bool) -> dict[str, Any]:
             time.sleep(1.0)
             st0 = bench.line_stats()["links"]
             t0 = time.monotonic()
-            h0, l0 = cpu_ticks(hog.pid), cpu_ticks(bench.line.pid)
+            h0, l0 = cpu_seconds(hog.pid), cpu_seconds(bench.line.pid)
             # 10 probes/s per link for the measuring window.
             window = seconds - 2.5
             lat = probe_loop(pairs, int(window * 10), 0.1 / n, stop_after=0.2)
             dt = time.monotonic() - t0
-            hog_share = (cpu_ticks(hog.pid) - h0) / CLK_TCK / dt
-            line_share = (cpu_ticks(bench.line.pid) - l0) / CLK_TCK / dt
+            hog_share = (cpu_seconds(hog.pid) - h0) / dt
+            line_share = (cpu_seconds(bench.line.pid) - l0) / dt
             out, _ = client.communicate(timeout=seconds + 20)
             server.wait(timeout=5)
             gbps = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
