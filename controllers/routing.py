@@ -1,21 +1,18 @@
 """Paths over the site graph as it is now: what is down, and which delays to believe.
 
 Forwarding matches the destination MAC at every switch, so a packet's route is decided hop
-by hop; the paths toward one destination must therefore form a tree. `next_hops` computes
+by hop; the paths toward one destination must therefore form a tree. `tree_toward` computes
 that tree once per destination site, which keeps every switch consistent with the others.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import networkx as nx
 
 from topologies.model import Topology
-
-PathMetric = Literal["hops", "latency"]
-PATH_METRICS: tuple[str, ...] = ("hops", "latency")
 
 # A measured delay replaces the configured one only when it differs by more than this, so
 # measurement noise between equal paths cannot make routes flap; a link that really got
@@ -76,14 +73,36 @@ def live_graph(topology: Topology, state: NetworkState, now: float) -> nx.Graph:
     return g
 
 
-def weight(graph: nx.Graph, metric: str) -> Callable[[str, str, dict], float]:
-    """Edge weight for a metric. Fewest hops breaks ties by latency so it is deterministic."""
-    if metric == "latency":
-        return lambda u, v, d: d["delay_ms"]
-    if metric == "hops":
-        scale = 1.0 + sum(d["delay_ms"] for _, _, d in graph.edges(data=True))
-        return lambda u, v, d: 1.0 + d["delay_ms"] / scale
-    raise ValueError(f"unknown path metric {metric!r} (choose from {', '.join(PATH_METRICS)})")
+Weight = Callable[[str, str, dict], float]  # Dijkstra's edge weight: (u, v, edge data)
+
+
+def fewest_hops(graph: nx.Graph) -> Weight:
+    """One per hop, ties broken by latency (all delays together weigh less than one hop),
+    so the choice is deterministic."""
+    scale = 1.0 + sum(d["delay_ms"] for _, _, d in graph.edges(data=True))
+    return lambda u, v, d: 1.0 + d["delay_ms"] / scale
+
+
+def lowest_latency(graph: nx.Graph) -> Weight:
+    """The effective one-way delay of each link."""
+    return lambda u, v, d: d["delay_ms"]
+
+
+# Path metric name (a Strategy's path_metric) -> the edge weight it routes by, given the live
+# graph. A new metric is a new row.
+PATH_METRICS: dict[str, Callable[[nx.Graph], Weight]] = {
+    "hops": fewest_hops,
+    "latency": lowest_latency,
+}
+
+
+def weight(graph: nx.Graph, metric: str) -> Weight:
+    """Edge weight for a metric on this graph."""
+    try:
+        make = PATH_METRICS[metric]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown path metric {metric!r} (choose from {', '.join(PATH_METRICS)})") from None
+    return make(graph)
 
 
 @dataclass(frozen=True)

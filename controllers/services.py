@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import networkx as nx
 import yaml
@@ -31,7 +31,6 @@ import yaml
 from controllers.routing import NetworkState, Tree, path_delay_ms
 from topologies.model import HOST_ROLES, Host, Topology, great_circle_km
 
-ENDPOINT_POLICIES = ("fewest-hops", "lowest-latency", "geo", "primary-standby", "fixed")
 PROTOCOLS = {"tcp": 6, "udp": 17}  # name -> IP protocol number
 SERVICE_KEYS = ("name", "vip", "endpoints", "consumers", "protocol", "port")
 VIP_NETWORK = ipaddress.ip_network("10.0.0.0/24")
@@ -177,30 +176,76 @@ def biased_distance_km(topology: Topology, consumer: Host, endpoint: Endpoint) -
     return great_circle_km(a.lat, a.lon, b.lat, b.lon) * (1 - endpoint.bias / 100)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One consumer of one service, and what an endpoint policy judges by: the network as the
+    controller sees it and `trees`, the paths packets will really take."""
+
+    service: Service
+    consumer: Host
+    topology: Topology
+    state: NetworkState
+    graph: nx.Graph
+    trees: dict[str, Tree]
+
+    def path_to(self, endpoint: Endpoint) -> list[str] | None:
+        tree = self.trees.get(self.topology.hosts[endpoint.host].site)
+        return tree.paths.get(self.consumer.site) if tree else None
+
+    def delay_ms(self, endpoint: Endpoint) -> float:
+        return path_delay_ms(self.graph, self.path_to(endpoint))
+
+    def candidates(self) -> list[Endpoint]:
+        """The endpoints that are up and reachable, other than the consumer, in the service's
+        order (so ties go to the earlier one)."""
+        return [e for e in self.service.endpoints if e.host != self.consumer.name
+                and self.state.host_up(self.topology, e.host) and self.path_to(e)]
+
+
+def fewest_hops(c: Choice) -> Endpoint | None:
+    """The endpoint with the fewest hops on the way, ties by path latency."""
+    return min(c.candidates(), key=lambda e: (len(c.path_to(e)), c.delay_ms(e)), default=None)
+
+
+def lowest_latency(c: Choice) -> Endpoint | None:
+    """The endpoint with the lowest latency along the path."""
+    return min(c.candidates(), key=c.delay_ms, default=None)
+
+
+def geo(c: Choice) -> Endpoint | None:
+    """Route 53 geoproximity: the shortest biased distance."""
+    return min(c.candidates(), key=lambda e: biased_distance_km(c.topology, c.consumer, e),
+               default=None)
+
+
+def primary_standby(c: Choice) -> Endpoint | None:
+    """The first endpoint while it is reachable, else the next."""
+    return next(iter(c.candidates()), None)
+
+
+def fixed(c: Choice) -> Endpoint | None:
+    """Baseline: always the first endpoint, reachable or not (no failover)."""
+    return c.service.endpoints[0]
+
+
+# Endpoint policy name (a Strategy's endpoint_policy) -> the rule that picks the endpoint, or
+# None if none is reachable. A new policy is a new row.
+ENDPOINT_POLICIES: dict[str, Callable[[Choice], Endpoint | None]] = {
+    "fewest-hops": fewest_hops,
+    "lowest-latency": lowest_latency,
+    "geo": geo,
+    "primary-standby": primary_standby,
+    "fixed": fixed,
+}
+
+
 def choose_endpoint(policy: str, service: Service, consumer: Host, topology: Topology,
                     state: NetworkState, graph: nx.Graph, trees: dict[str, Tree]) -> Endpoint | None:
-    """The endpoint `consumer` should reach for `service`, or None if none is reachable.
-
-    `trees` are the paths packets will really take, so "lowest latency" and "fewest hops"
-    are judged on those paths; ties go to the earlier endpoint in the service's order.
-    """
-    if policy not in ENDPOINT_POLICIES:
-        raise ValueError(f"unknown endpoint policy {policy!r}")
-    if policy == "fixed":
-        return service.endpoints[0]
-
-    def path_to(e: Endpoint) -> list[str] | None:
-        tree = trees.get(topology.hosts[e.host].site)
-        return tree.paths.get(consumer.site) if tree else None
-
-    candidates = [e for e in service.endpoints
-                  if e.host != consumer.name and state.host_up(topology, e.host) and path_to(e)]
-    if not candidates:
-        return None
-    if policy == "primary-standby":
-        return candidates[0]
-    if policy == "geo":
-        return min(candidates, key=lambda e: biased_distance_km(topology, consumer, e))
-    if policy == "lowest-latency":
-        return min(candidates, key=lambda e: path_delay_ms(graph, path_to(e)))
-    return min(candidates, key=lambda e: (len(path_to(e)), path_delay_ms(graph, path_to(e))))
+    """The endpoint `consumer` should reach for `service` by `policy`, or None if none is
+    reachable."""
+    try:
+        rule = ENDPOINT_POLICIES[policy]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown endpoint policy {policy!r} "
+                         f"(choose from {', '.join(ENDPOINT_POLICIES)})") from None
+    return rule(Choice(service, consumer, topology, state, graph, trees))
