@@ -35,6 +35,8 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              "baseline: lowest latency paths; always the first endpoint, no failover"),
 )}
 DEFAULT_STRATEGY = "latency"
+# What `lab compare` sets side by side unless told otherwise (fixed is a baseline for tests).
+COMPARED = ("hops", "latency", "geo", "primary-standby")
 
 
 def get_strategy(name: str) -> Strategy:

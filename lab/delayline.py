@@ -8,23 +8,15 @@ One process serves every emulated link of the lab. A link is two interfaces in
 the root namespace (``ifname_a``, ``ifname_b``); frames read from one are sent
 out of the other after the link's hold time, in both directions.
 
-Why it is built this way (measured on the project's machines, DESIGN.md
-decision 1):
-
-* AF_PACKET raw sockets with ``PACKET_VNET_HDR``: offloaded TCP/UDP frames
-  carry partial checksums and GSO metadata in a virtio_net_hdr; passing the
-  header through unchanged keeps them valid (without it they leave with bad
-  checksums). ``PACKET_IGNORE_OUTGOING`` hides our own transmissions.
-* Kernel receive timestamps (``SO_TIMESTAMPNS``, CLOCK_REALTIME) are the time
-  base, so the time a frame waits in the socket before we read it does not
-  add to its delay. TCP frames may instead carry their CLOCK_MONOTONIC
-  departure time across the veth (skb delivery time); those are converted.
-* One heap of deadlines and ONE ``select`` loop for all links: one process per
-  link with real-time priority starved the rest of the machine. ``epoll``
-  rounds timeouts up to whole milliseconds in Python 3.11, ``select`` does not.
-* Timer slack 1 ns and SCHED_FIFO priority 1 make wake-ups prompt; we wake a
-  calibrated lead (the measured wake-up latency) before a deadline and spin
-  only for the short rest, so the process sleeps most of the time.
+Why it is built this way (measured on the project's machines, DESIGN.md decision 1;
+the sockets and the wake-up tuning: lab.packetio): kernel receive timestamps
+(CLOCK_REALTIME) are the time base, so the time a frame waits in the socket before we
+read it does not add to its delay (TCP frames may instead carry their CLOCK_MONOTONIC
+departure time across the veth; those are converted). One heap of deadlines and ONE
+``select`` loop for all links: one process per link with real-time priority starved the
+rest of the machine; ``epoll`` rounds timeouts up to whole milliseconds in Python 3.11,
+``select`` does not. We wake a calibrated lead before a deadline and spin only for the
+short rest, so the process sleeps most of the time.
 
 Jitter is uniform in [delay - jitter, delay + jitter] (clipped at 0), the
 distribution netem uses when no distribution table is given, so both backends
@@ -34,7 +26,7 @@ what chaining (below) moves it.
 Loss is applied before the queue limit, as in netem.
 
 Two properties the lab's calibration must know (measured, see
-measurements/bench_delayline.py): at hold 0 a frame also waits for this
+benchmarks/bench_delayline.py): at hold 0 a frame also waits for this
 process to wake (15-40 us here); any hold longer than that hides the wake-up,
 so a base latency measured at hold 0 is that much larger than the base under
 a real hold. And the process must not saturate its core: an unlimited TCP flow
@@ -63,7 +55,6 @@ chained makes up the difference.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import heapq
 import itertools
@@ -80,28 +71,11 @@ from typing import Any
 
 from lab.delayline_control import CHAIN_LIMIT, CONFIG_EXIT, ConfigError, LinkSpec, load_config
 from lab.files import atomic_write
+from lab.packetio import (MSG_DONTWAIT, RX_BUFFER, calibrate_lead, open_socket,
+                          rx_overflow, set_realtime, set_timer_slack)
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_VNET_HDR = 15
-PACKET_IGNORE_OUTGOING = 23
-PACKET_STATISTICS = 6
-SO_TIMESTAMPNS = 35
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
-PR_SET_TIMERSLACK = 29
 MSG_TRUNC = socket.MSG_TRUNC
-MSG_DONTWAIT = socket.MSG_DONTWAIT
-
 VNET_HDR_LEN = 10
-# Large enough for a 64 KiB GSO frame plus Ethernet and virtio_net_hdr.
-RX_BUFFER = 1 << 17
-# Receive buffer per socket (the kernel doubles it). Frames wait here only when
-# the loop is saturated; a small buffer bounds that extra queueing (about 1 ms of
-# 64 KiB TCP frames at 10 Gbit/s, 1000 small frames) instead of letting TCP fill
-# megabytes and turn a 1 ms link into a 10 ms one. Overflow is counted (rx_overflow).
-RCV_BUFFER = 1 << 20
-SND_BUFFER = 4 << 20
 # Frames read from one socket per wake-up before deadlines are checked again.
 DRAIN_BATCH = 64
 STATS_INTERVAL = 1.0
@@ -159,7 +133,7 @@ class _Direction:
         before_start: frames queued while the sockets were being opened, delayed from the
         moment forwarding began (bring-up's own ARP and discovery; not lateness)."""
         sent = self.forwarded + self.tx_errors
-        self.rx_overflow += _rx_overflow(self.inp)
+        self.rx_overflow += rx_overflow(self.inp)
         return {"forwarded": self.forwarded, "lost": self.lost, "dropped": self.dropped,
                 "rx_overflow": self.rx_overflow, "tx_errors": self.tx_errors, "truncated": self.truncated, "queued": self.queued,
                 "before_start": self.before_start, "chained": self.chained,
@@ -186,72 +160,6 @@ class _Link:
         self.loss = spec.loss_pct / 100.0
         self.limit = spec.queue_packets
         self.reorder = spec.reorder
-
-
-def _open_socket(ifname: str) -> socket.socket:
-    """A raw socket on one interface that keeps virtio_net_hdr and kernel timestamps."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    try:
-        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        for force, plain, size in ((SO_RCVBUFFORCE, socket.SO_RCVBUF, RCV_BUFFER),
-                                   (SO_SNDBUFFORCE, socket.SO_SNDBUF, SND_BUFFER)):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, force, size)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, plain, size)
-        sock.bind((ifname, ETH_P_ALL))
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"{ifname}: {exc.strerror}") from None
-    # Frames that arrived before the bind finished belong to no link timing: drop them.
-    while True:
-        try:
-            sock.recv(RX_BUFFER, MSG_DONTWAIT)
-        except BlockingIOError:
-            break
-    _rx_overflow(sock)
-    return sock
-
-
-def _rx_overflow(sock: socket.socket) -> int:
-    """Frames the kernel dropped because our receive buffer was full, since the last call."""
-    try:
-        _packets, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-    except OSError:
-        return 0
-    return drops
-
-
-def _set_timer_slack() -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(1), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _set_realtime() -> bool:
-    """SCHED_FIFO priority 1: above normal tasks, below every other real-time task."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
-def calibrate_lead(samples: int = 300, sleep: float = 200e-6) -> float:
-    """Measure how late select() wakes up; the loop wakes this much before a deadline."""
-    late = []
-    clock = time.time
-    for _ in range(samples):
-        t0 = clock()
-        select.select([], [], [], sleep)
-        late.append(clock() - t0 - sleep)
-    late.sort()
-    p90 = late[int(len(late) * 0.9)]
-    return min(max(p90 + 5e-6, 15e-6), 150e-6)
 
 
 class DelayLine:
@@ -295,9 +203,9 @@ class DelayLine:
 
     def open(self, specs: list[LinkSpec]) -> None:
         for spec in specs:
-            sock_a = _open_socket(spec.ifname_a)
+            sock_a = open_socket(spec.ifname_a)
             self.sockets.append(sock_a)
-            sock_b = _open_socket(spec.ifname_b)
+            sock_b = open_socket(spec.ifname_b)
             self.sockets.append(sock_b)
             link = _Link(spec, sock_a, sock_b)
             self.links[spec.name] = link
@@ -306,8 +214,8 @@ class DelayLine:
 
     def tune(self) -> None:
         """Real-time priority, fine timers and the wake-up lead, before any socket fills."""
-        self.realtime = _set_realtime()
-        _set_timer_slack()
+        self.realtime = set_realtime()
+        set_timer_slack()
         self.lead = calibrate_lead()
         self.spin_cap = self.lead + max(self.lead, 30e-6)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,3 +13,8 @@ def atomic_write(path: str | os.PathLike[str], text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike[str], data) -> None:
+    """`data` as indented JSON, written atomically."""
+    atomic_write(path, json.dumps(data, indent=1) + "\n")

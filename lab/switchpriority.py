@@ -11,7 +11,7 @@ paths more than 0.2 ms off their model 3-7 (verify failing) against 0-1 (passing
 line's spin before a deadline.
 
 A switch forwarding bulk traffic at real-time priority would take whole cores from everything
-else (measurements/bench_switch_priority.py: bulk TCP over dc1-op1a with the switches always
+else (benchmarks/bench_switch_priority.py: bulk TCP over dc1-op1a with the switches always
 at SCHED_FIFO, a normal CPU-bound process got 0.06-0.07 of a core; 0.50-0.52 with this
 watcher). So a watcher measures each main thread's CPU every WINDOW_S and sends one that used
 more than DEMOTE_SHARE of a CPU back to normal priority, and raises it again once it used

@@ -1,4 +1,4 @@
-"""lab compare's prober (measurements.compare probe) on 127.0.0.1: an answer that came while
+"""lab compare's prober (measurements.inlab probe) on 127.0.0.1: an answer that came while
 the prober had no CPU counts as an answer, not as a timeout; and the count of connection
 attempts a full accept queue dropped, which tells a slow server from a lossy network."""
 
@@ -53,7 +53,7 @@ def test_answers_that_came_while_the_prober_was_stopped_are_not_timeouts(tmp_pat
         "targets": [{"kind": "client", "src": "here", "pid": os.getpid(), "dst": "127.0.0.1",
                      "port": listener.getsockname()[1], "mode": "request",
                      "interval_s": 0.05}]}))
-    prober = subprocess.Popen([sys.executable, "-m", "measurements.compare", "probe",
+    prober = subprocess.Popen([sys.executable, "-m", "measurements.inlab", "probe",
                                str(config)], cwd=str(ROOT))
     try:  # once answers come in (a slow start must not leave nothing in flight)
         wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 3, 30,
@@ -81,7 +81,7 @@ def test_answers_that_came_while_the_prober_was_stopped_are_not_timeouts(tmp_pat
 def test_listen_drops_counts_connections_a_full_accept_queue_refused():
     """A listener that never accepts, with a backlog of 1: its kernel drops the later SYNs,
     and listen_drops (this process's network namespace) counts them."""
-    from measurements.compare import listen_drops
+    from measurements.cells import listen_drops
 
     before = listen_drops(os.getpid())
     listener = socket.create_server(("127.0.0.1", 0), backlog=1)

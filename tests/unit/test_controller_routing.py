@@ -103,3 +103,13 @@ def test_static_flows_cover_every_switch_without_probes(topo):
     flows = static_flows(DEFAULT)
     assert set(flows) == {s.switch for s in topo.sites.values()}
     assert all(f.match.get("eth_type") != 0x88B5 for entries in flows.values() for f in entries)
+
+
+def test_every_strategy_names_a_path_metric_and_an_endpoint_policy_that_exist():
+    from controllers.routing import PATH_METRICS
+    from controllers.services import ENDPOINT_POLICIES
+    from controllers.strategies import COMPARED, STRATEGIES
+
+    assert all(s.path_metric in PATH_METRICS and s.endpoint_policy in ENDPOINT_POLICIES
+               for s in STRATEGIES.values())
+    assert set(COMPARED) <= set(STRATEGIES)

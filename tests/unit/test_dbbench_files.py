@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from measurements.dbbench import (CSV_FIELDS, SUMMARY_FIELDS, Placement, Sample, model_check,
-                                  placements_of, read_samples_csv, summarize_samples,
-                                  write_json, write_samples_csv)
+from lab.files import write_json
+from measurements.dbbench import placements_of
+from measurements.dbresults import (CSV_FIELDS, SUMMARY_FIELDS, Placement, Sample, model_check,
+                                    read_samples_csv, summarize_samples, write_samples_csv)
 from tests.helpers import DEFAULT_TOPOLOGY
 from topologies.loader import load
 

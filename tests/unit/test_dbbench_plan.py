@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from measurements.dbbench import (NEAR_RTT_MS, OPERATIONS, READ_TARGET_S, SOLO_READ_RTT_MS,
-                                  STREAM_TARGET_S, plan_phases)
+from measurements.dbbench_worker import OPERATIONS
+from measurements.dbworkload import (NEAR_RTT_MS, READ_TARGET_S, SOLO_READ_RTT_MS,
+                                     STREAM_TARGET_S, plan_phases)
 
 RTT = {"pg1": 0.01, "svop1a": 0.3, "svrga": 9.5, "svrgb": 72.0}
 

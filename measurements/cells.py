@@ -1,0 +1,369 @@
+"""The cells of `lab compare`, inside a running lab: the workload, the failures, the records.
+
+`CompareRun` starts what a comparison needs beside the lab (PostgreSQL primary and standby,
+the application server, the failover manager next to the standby), then runs each scenario x
+strategy cell: the clients' and services' probes all along, the database workload before
+and after the failure, writers through the db address where a failure is injected, the
+failure at a recorded moment and its repair. What the cells measure is appended to the raw
+files as it comes (measurements/compare.py names them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from controllers.launcher import ROUTE_SETTLE_S
+from lab.files import write_json
+from lab.procs import ROOT, child_env, stop_process
+from lab.runstate import PROCESS_MARKER, run_dir
+from measurements.dbbench import placements_of
+from measurements.dbworkload import DbBenchError, DbWorkload
+from measurements.jsonlines import read_json_lines
+from measurements.postgres import PORT, SMALL, start_databases
+from measurements.progress import Progress
+from measurements.scenarios import Scenario
+
+DB_OPERATIONS = ("connect", "read", "page")
+PAGE_QUERIES = 5
+CLIENT_INTERVAL_S = 0.025
+# Every connection to PostgreSQL costs its postmaster a fork: at 0.1 s the dozen services'
+# probes alone were 120 forks/s on the primary, more than it accepted on a loaded 2-core
+# machine (its accept queue grew to 155 of 432, and on CI the kernel dropped SYNs).
+SERVICE_INTERVAL_S = 0.25
+# In the cells with a failure, each service and monolith host writes through the db VIP this
+# often (not in the others: a dozen more clients would load the 2-core machine all along).
+WRITER_INTERVAL_S = 0.25
+# The failover manager (measurements/failover.py) in the standby's host: a check of the
+# primary every 0.1 s, 0.5 s to answer, promotion after 3 misses in a row. The standby's
+# round trip to the primary is 60 ms in the default topology, but the database workload
+# loads both cores and stretches it: up to 0.25 s measured with three busy processes beside
+# a run, and a 0.2 s timeout promoted the standby of a primary that was up (CI, 2026-11-27).
+FAILOVER = {"interval_s": 0.1, "timeout_s": 0.5, "misses": 3}
+REQUEST_TIMEOUT_S = 1.0
+# Probes keep running this long after a failure is injected: detection (about 1 s), the
+# promotion (3 checks of 0.5 s), then the writers' reconnect (up to 3 s: dbbench_worker).
+FAILURE_WINDOW_S = 5.0
+SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
+MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
+APP_SERVICE, DB_SERVICE = "app", "db"
+DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
+             "start_time", "latency_ms", "ok")
+
+
+class CompareError(RuntimeError):
+    """The comparison could not run; the message says where."""
+
+
+class CompareRun:
+    """One comparison inside a running lab: app server, databases, cells."""
+
+    def __init__(self, lab, topo, out: Path, samples: int, progress: Progress,
+                 failure_window_s: float):
+        self.lab, self.topo, self.out = lab, topo, out
+        self.samples, self.progress = samples, progress
+        self.failure_window_s = failure_window_s
+        self.server: subprocess.Popen | None = None
+        self.failover: subprocess.Popen | None = None
+        self.dbs = None
+        self.db_start_s = 0.0
+        self.scratch: Path | None = None
+        self.env = child_env()
+
+    def start(self) -> None:
+        self.env[PROCESS_MARKER] = self.lab.state.run_id
+        self.scratch = run_dir() / "compare"
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True)
+        services = {s["name"]: s for s in self.lab.controller.get("topology")["services"]}
+        if APP_SERVICE not in services or DB_SERVICE not in services:
+            raise CompareError("the controller has no 'app' and 'db' services "
+                               "(the topology needs monolith/service, client and db hosts)")
+        self.services = services
+        t0 = time.monotonic()
+        self.dbs = start_databases(self.lab, size=SMALL, port=PORT, log=self.progress.note)
+        self.db_start_s = time.monotonic() - t0
+        app = services[APP_SERVICE]
+        config = {"servers": [{"name": h, "pid": self.lab.host(h).pid, "port": app["port"]}
+                              for h in _endpoint_hosts(app)]}
+        path = self._write_config("serve", config)
+        self.server = subprocess.Popen([sys.executable, "-m", "measurements.inlab", "serve",
+                                        str(path)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                       cwd=str(ROOT), env=self.env, text=True)
+        if self.server.stdout.readline().strip() != "ready":
+            raise CompareError("the application server did not start")
+        self.db_env = child_env(self.dbs.client_env(self.lab.state.run_id))
+        self._start_failover()
+
+    def stop(self) -> None:
+        for proc in (self.server, self.failover):
+            stop_process(proc)
+        if self.dbs is not None:
+            self.dbs.stop()
+
+    def _spawn_in(self, host: str, module: str, name: str, config: dict) -> subprocess.Popen:
+        """python -m module CONFIG inside a lab host, with the databases' client env."""
+        path = self._write_config(name, config)
+        Path(config["out"]).unlink(missing_ok=True)
+        with open(path.with_suffix(".err"), "wb") as err:
+            return self.lab.host(host).popen([sys.executable, "-m", module, str(path)],
+                                             stdin=subprocess.DEVNULL, stdout=err,
+                                             stderr=subprocess.STDOUT, cwd=str(ROOT),
+                                             env=self.db_env)
+
+    def _start_failover(self) -> None:
+        """The failover manager next to the standby; waits until it watches."""
+        standby = self.dbs.standby
+        if standby is None:
+            return
+        out = self.scratch / "failover.jsonl"
+        self.failover = self._spawn_in(standby.name, "measurements.failover", "failover", {
+            **FAILOVER, "primary": {"host": self.dbs.primary.ip, "port": self.dbs.port},
+            "standby": self.dbs.conninfo(standby), "out": str(out)})
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.failover.poll() is None:
+            if read_json_lines(out, "ready"):
+                return
+            time.sleep(0.05)
+        raise CompareError(f"{standby.name}: the failover manager did not start: "
+                           f"{out.with_suffix('.err').read_text(errors='replace')[-500:]}")
+
+    def _after_promotion(self, record: dict, step) -> None:
+        """If the standby was promoted: note when, then make it a standby of the primary again."""
+        if self.failover is None:
+            return
+        promoted = read_json_lines(self.scratch / "failover.jsonl", "promoted")
+        if not promoted:
+            return
+        record["promotion"] = promoted[0]
+        step("re-seeding the standby from the primary")
+        stop_process(self.failover)
+        t0 = time.monotonic()
+        self.dbs.reseed_standby()
+        record["reseed_s"] = round(time.monotonic() - t0, 3)
+        self._start_failover()
+
+    def _start_writers(self) -> dict[str, subprocess.Popen]:
+        """Every service and monolith host writes through the db service's address."""
+        db = self.services[DB_SERVICE]
+        target = {"host": db["vip"], "port": db["port"], "dbname": self.dbs.dbname,
+                  "user": self.dbs.user}
+        return {h: self._spawn_in(h, "measurements.dbbench_worker", f"writer-{h}", {
+                    "mode": "writer", "primary": target, "patients": self.dbs.size.patients,
+                    "interval_s": WRITER_INTERVAL_S, "seed": i,
+                    "out": str(self.scratch / f"writer-{h}.jsonl")})
+                for i, h in enumerate(db["consumers"])
+                if self.topo.hosts[h].role in ("service", "monolith")}
+
+    def _writer_requests(self, writers: dict[str, subprocess.Popen]) -> list[dict]:
+        """Stop the writers; their writes as probe records of kind "writer"."""
+        for proc in writers.values():
+            stop_process(proc)
+        return [{"kind": "writer", "src": host, "start": r["start"],
+                 "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
+                 "served_by": None, "error": r.get("error")}
+                for host in writers
+                for r in read_json_lines(self.scratch / f"writer-{host}.jsonl", "sample")]
+
+    def _write_config(self, name: str, config: dict) -> Path:
+        path = self.scratch / f"{name}.json"
+        write_json(path, config)
+        return path
+
+    # -- cells ---------------------------------------------------------------------------
+
+    def cells(self, scenarios: list[Scenario], strategies: list[str]) -> list[dict]:
+        """Every scenario x strategy cell, in that order; one record each."""
+        progress = self.progress
+        task = progress.task("cells: warm-up", total=len(scenarios) * len(strategies))
+        records = []
+        try:
+            self._warm_up()
+            for scenario in scenarios:
+                for strategy in strategies:
+                    def step(what: str) -> None:
+                        progress.update(task, description=f"cells: {scenario.name} / "
+                                                          f"{strategy}: {what}")
+                    records.append(self._cell(scenario, strategy, step))
+                    progress.update(task, advance=1)
+        finally:
+            progress.done(task)
+        return records
+
+    def _warm_up(self) -> None:
+        """One short unrecorded probe run: ARP caches, flows and the servers' first accept."""
+        proc = self._start_probe(self.scratch / "warmup.jsonl")
+        time.sleep(0.5)
+        self._stop_probe(proc)
+
+    def _probe_targets(self) -> list[dict]:
+        topo = self.topo
+        app, db = self.services[APP_SERVICE], self.services[DB_SERVICE]
+        targets = [{"kind": "client", "src": h, "pid": self.lab.host(h).pid, "dst": app["vip"],
+                    "port": app["port"], "mode": "request", "interval_s": CLIENT_INTERVAL_S}
+                   for h in app["consumers"]]
+        targets += [{"kind": "service", "src": h, "pid": self.lab.host(h).pid, "dst": db["vip"],
+                     "port": db["port"], "mode": "connect", "interval_s": SERVICE_INTERVAL_S}
+                    for h in db["consumers"] if topo.hosts[h].role in ("service", "monolith")]
+        return targets
+
+    def _start_probe(self, out: Path) -> subprocess.Popen:
+        out.unlink(missing_ok=True)
+        path = self._write_config("probe", {"targets": self._probe_targets(),
+                                            "timeout_s": REQUEST_TIMEOUT_S, "out": str(out)})
+        return subprocess.Popen([sys.executable, "-m", "measurements.inlab", "probe", str(path)],
+                                stdin=subprocess.DEVNULL, stderr=open(out.with_suffix(".err"), "wb"),
+                                cwd=str(ROOT), env=self.env)
+
+    def _stop_probe(self, proc: subprocess.Popen) -> None:
+        stop_process(proc, timeout=REQUEST_TIMEOUT_S + 10)
+
+    def _expected_rtts(self, choices: dict) -> dict:
+        """The model's round trip from each consumer to its chosen endpoint, along the path
+        the controller installed: service -> consumer -> ms (None: no path)."""
+        delays = {(p["src"], p["dst"]): p["delay_ms"]
+                  for p in self.lab.controller.get("paths")["paths"]}
+        return {svc: {consumer: (round(2 * delays[(consumer, endpoint)], 4)
+                                 if endpoint and delays.get((consumer, endpoint)) is not None
+                                 else None)
+                      for consumer, endpoint in chosen.items()}
+                for svc, chosen in choices.items()}
+
+    def _choices(self) -> dict:
+        return {s["name"]: s["choices"] for s in self.lab.controller.get("endpoints")["services"]}
+
+    def _cell(self, scenario: Scenario, strategy: str, step) -> dict:
+        ctl = self.lab.controller
+        step("strategy")
+        ctl.set_strategy(strategy)
+        time.sleep(SETTLE_S)
+        record = {"scenario": scenario.name, "strategy": strategy, "links_cut": list(scenario.links),
+                  "isolated": list(scenario.isolated), "start": time.time()}
+        record["choices_before"] = self._choices()
+        record["expected_rtt_ms"] = self._expected_rtts(record["choices_before"])
+        paths_before = ctl.get("paths")["paths"]
+        raw = self.scratch / "requests.jsonl"
+        drops_before = self._db_listen_drops()
+        prober = self._start_probe(raw)
+        writers: dict[str, subprocess.Popen] = {}
+        cut_off = [h.name for h in self.topo.hosts.values() if h.site in scenario.isolated]
+        db_rows: list[list] = []
+        try:
+            if scenario.links:
+                writers = self._start_writers()
+            step("database workload")
+            t0 = time.monotonic()
+            db_rows += self._db_phase(scenario, strategy, "before", [], record)
+            time.sleep(max(0.0, MIN_BEFORE_S - (time.monotonic() - t0)))
+            if scenario.links:
+                step("failure injected")
+                record["failure"] = time.time()
+                self.lab.emulation.set_loss(set(scenario.links), 100.0)
+                try:
+                    time.sleep(self.failure_window_s)
+                    record["choices_after"] = self._choices()
+                    step("database workload after the failure")
+                    db_rows += self._db_phase(scenario, strategy, "after", cut_off, record)
+                finally:
+                    step("repair")
+                    self.lab.emulation.set_loss(set(scenario.links), 0.0)
+                    record["repair"] = time.time()
+            else:
+                time.sleep(self.failure_window_s / 2)
+        finally:
+            self._stop_probe(prober)
+            written = self._writer_requests(writers)
+        record["end"] = time.time()
+        record["db_listen_drops"] = {name: n - drops_before[name]
+                                     for name, n in self._db_listen_drops().items()}
+        self._append_requests(raw, written, scenario.name, strategy)
+        self._append_db(db_rows)
+        if scenario.links:
+            step("waiting for the paths to come back")
+            record["recovered"] = self._wait_recovered(paths_before)
+        self._after_promotion(record, step)  # in any cell: a false failover is this cell's
+        if scenario.links or "promotion" in record:
+            time.sleep(SETTLE_S)
+        record["cut_off_hosts"] = cut_off
+        with open(self.out / "cells.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
+
+    def _db_listen_drops(self) -> dict[str, int]:
+        return {db.name: listen_drops(self.lab.host(db.name).pid) for db in self.dbs.servers()}
+
+    def _wait_recovered(self, paths_before: list, timeout: float = 15.0) -> bool:
+        want = {(p["src"], p["dst"]): p["path"] for p in paths_before}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = {(p["src"], p["dst"]): p["path"] for p in self.lab.controller.get("paths")["paths"]}
+            if now == want:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def _append_requests(self, raw: Path, written: list[dict], scenario: str,
+                         strategy: str) -> None:
+        sites = {h.name: h.site for h in self.topo.hosts.values()}
+        with open(self.out / "requests.jsonl", "a") as dst:
+            for rec in read_json_lines(raw) + written:
+                dst.write(json.dumps({"scenario": scenario, "strategy": strategy, **rec,
+                                      "site": sites.get(rec["src"])}) + "\n")
+
+    def _append_db(self, rows: list[list]) -> None:
+        path = self.out / "db.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(DB_FIELDS)
+            writer.writerows(rows)
+
+    def _db_phase(self, scenario: Scenario, strategy: str, phase: str, skip: list[str],
+                  record: dict) -> list[list]:
+        """The dbbench workload from every placement not cut off, all at once, via the VIP.
+
+        Its start and end go in the cell's record ("db_phases"): it loads both cores, so
+        the report leaves the probes' latencies of that time out (not their failures)."""
+        record.setdefault("db_phases", []).append([time.time(), None])
+        places = [p for p in placements_of(self.topo) if p.host not in skip]
+        db = self.services[DB_SERVICE]
+        workload = DbWorkload(self.lab, self.dbs, self.samples, PAGE_QUERIES, None, 1, 0,
+                              self.progress, through={"host": db["vip"], "port": db["port"],
+                                                      "dbname": self.dbs.dbname,
+                                                      "user": self.dbs.user})
+        task = self.progress.task(f"database {phase}",
+                                  total=len(places) * len(DB_OPERATIONS) * self.samples)
+        try:
+            found = workload.workloads(places, {p.host: list(DB_OPERATIONS) for p in places},
+                                       {p.host: 1 for p in places}, task)
+        except DbBenchError as exc:
+            self.progress.note(f"{scenario.name} / {strategy} ({phase}): {exc}")
+            found = {}
+        finally:
+            self.progress.done(task)
+            record["db_phases"][-1][1] = time.time()
+        where = {p.host: p for p in places}
+        return [[scenario.name, strategy, phase, s.placement, where[s.placement].site,
+                 where[s.placement].kind, s.operation, f"{s.start_time:.6f}",
+                 f"{s.latency_ms:.4f}", int(s.ok)]
+                for samples in found.values() for s in samples]
+
+
+def listen_drops(pid: int) -> int:
+    """Connection attempts dropped in the network namespace of `pid` because a listener's
+    accept queue was full (TcpExt ListenDrops): a server too slow to accept, not the network."""
+    lines = Path(f"/proc/{pid}/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split()[1:], values.split()[1:]))["ListenDrops"])
+    raise RuntimeError(f"/proc/{pid}/net/netstat has no TcpExt counters")
+
+
+def _endpoint_hosts(service: dict) -> list[str]:
+    return [e["host"] if isinstance(e, dict) else e for e in service["endpoints"]]
