@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.transforms import Bbox
 
-from measurements import plots
+from measurements.report import sitemap
 from tests.helpers import DEFAULT_TOPOLOGY
 from tests.unit.test_report import SETUP
 from topologies.loader import load
@@ -20,34 +20,34 @@ def default():
 
 def test_sites_a_few_km_apart_share_one_inset():
     topo = SETUP["topology"]
-    metros = plots._metros(topo)
+    metros = sitemap._metros(topo)
     assert metros == [["dc1", "lz1"]]  # 34 km apart; the clinic is 200 km away
-    nodes, edges = plots._whole_map(topo, metros)
+    nodes, edges = sitemap._whole_map(topo, metros)
     assert {n: node.kind for n, node in nodes.items()} == {"dc1 area": "metro", "cl1": "clinic"}
     assert edges == [("cl1", "dc1 area", [5.0])]
-    nodes, edges = plots._inset(topo, ["dc1", "lz1"])
+    nodes, edges = sitemap._inset(topo, ["dc1", "lz1"])
     assert nodes["dc1"].label == "dc1\n→ cl1 5.0" and edges == [("dc1", "lz1", [1.5])]
 
 
 def test_every_links_own_delay_is_written(default):
-    metros = plots._metros(default)
+    metros = sitemap._metros(default)
     assert [m[0] for m in metros] == ["dc1", "dc2"]
     written = set()  # {site, site, delay label} wherever the map writes one link's delay
     for members in metros:
-        nodes, edges = plots._inset(default, members)
-        written |= {frozenset((a, b, plots._delay_label(d))) for a, b, d in edges}
+        nodes, edges = sitemap._inset(default, members)
+        written |= {frozenset((a, b, sitemap._delay_label(d))) for a, b, d in edges}
         for name, node in nodes.items():  # "→ site delay" lines: links leaving the area
             written |= {frozenset((name, *line[2:].split(" ")))
                         for line in node.label.split("\n")[1:]}
-    nodes, edges = plots._whole_map(default, metros)
-    written |= {frozenset((a, b, plots._delay_label(d))) for a, b, d in edges if len(d) == 1}
+    nodes, edges = sitemap._whole_map(default, metros)
+    written |= {frozenset((a, b, sitemap._delay_label(d))) for a, b, d in edges if len(d) == 1}
     assert written >= {frozenset((link["a"], link["b"], f"{link['delay_ms']:.1f}"))
                        for link in default["links"]}
     assert any(len(d) == 4 for _, _, d in edges)  # Outposts, LZ and DC to their Region: one line
 
 
 def test_no_label_overlaps_another_a_marker_or_the_panel_edge(default):
-    fig = plots.map_figure(default)
+    fig = sitemap.map_figure(default)
     renderer = fig.canvas.get_renderer()
     try:
         for ax in fig.axes:

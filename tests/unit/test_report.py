@@ -7,8 +7,11 @@ import json
 
 import pytest
 
-from measurements.report import (ReportError, compute, load_raw, outage_ms, render_markdown,
-                                 write_report)
+from measurements.report.markdown import render_markdown
+from measurements.report.raw import ReportError, load_raw
+from measurements.report.results import compute, outage_ms
+from measurements.report.tables import main_tables
+from measurements.report.writer import write_report
 
 T0 = 1_700_000_000.0
 
@@ -237,6 +240,20 @@ def test_write_report_files_match_the_numbers(raw_dir):
     for png in results["plots"]:
         data = (raw_dir / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_the_command_lines_table_is_the_reports_without_the_clinics_interrupted(raw_dir):
+    tables = main_tables(compute(load_raw(raw_dir)))
+    assert [title for title, _, _ in tables] == ["normal: clinic clients (ms)",
+                                                 "dc-failure: clinic clients (ms)"]
+    _, columns, rows = tables[1]
+    assert columns == ["strategy", "p50", "p95", "p99", "failed %", "outage", "after p50",
+                       "service outage", "DB read p50", "writes failed %", "write outage",
+                       "promoted after"]
+    assert rows == [["hops", "25.0", "25.0", "25.0", "15.00", "300", "25.0", "100", "5.00",
+                     "62.5", "500", "450"],
+                    ["latency", "3.0", "3.0", "3.0", "0.00", "0", "3.0", "0", "5.00", "-",
+                     "no writer", "450"]]
 
 
 def test_missing_raw_files_are_one_clear_error(tmp_path):

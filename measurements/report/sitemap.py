@@ -1,10 +1,5 @@
-"""The comparison's PNG plots, drawn from the raw records and the report's numbers.
-
-latency_cdf.png (client latency per strategy, a panel per scenario), placement_bars.png
-(database read p50 per placement with bootstrap 95 % CIs), failover_timeline.png (client
-requests around the first failure scenario's failure) and map.png (sites near their
-coordinates, an inset per metro area, links labelled with their one-way delay).
-"""
+"""map.png: the sites near their coordinates, links labelled with their one-way delay, and an
+inset per metro area, where sites a few km apart would otherwise sit on one another."""
 
 from __future__ import annotations
 
@@ -12,17 +7,13 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-import matplotlib
+import networkx as nx
+import numpy as np
+from matplotlib.path import Path as Line
+from matplotlib.transforms import Bbox
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.path import Path as Line  # noqa: E402
-from matplotlib.transforms import Bbox  # noqa: E402
-
-from measurements.report import busy_windows, quiet  # noqa: E402
-from topologies.model import great_circle_km  # noqa: E402
+from measurements.report.figures import DPI, plt, save
+from topologies.model import great_circle_km
 
 # Scatter style per kind of site; "metro" is a metro area drawn as one node on the whole map.
 KIND_STYLE = {
@@ -37,124 +28,6 @@ KIND_STYLE = {
 METRO_KM = 50.0  # sites closer than this overlap on the whole map: they go in an inset
 INSETS_PER_ROW = 3  # more would leave an inset too narrow for its names
 MAP_GAP = 4.0  # degrees of latitude (about 440 km): the least distance between two map nodes
-
-
-def _colors(strategies: list[str]) -> dict[str, str]:
-    palette = plt.get_cmap("tab10").colors
-    return {s: palette[i % len(palette)] for i, s in enumerate(strategies)}
-
-
-def latency_cdf(raw: dict, path: Path) -> None:
-    strategies = raw["setup"]["strategies"]
-    colors = _colors(strategies)
-    scenarios = list(dict.fromkeys(c["scenario"] for c in raw["cells"]))
-    busy = busy_windows(raw)
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.6 * len(scenarios), 4.2),
-                             sharey=True, squeeze=False)
-    for ax, scenario in zip(axes[0], scenarios):
-        for strategy in strategies:
-            values = np.sort([r["latency_ms"] for r in raw["requests"] if r["kind"] == "client"
-                              and r["ok"] and r["scenario"] == scenario
-                              and r["strategy"] == strategy
-                              and quiet(r, busy.get((scenario, strategy), []))])
-            if values.size:
-                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post",
-                        color=colors[strategy], label=f"{strategy} (n={values.size})")
-        ax.set_xscale("log")
-        ax.set_title(scenario)
-        ax.set_xlabel("client request latency, ms (log)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel("share of successful requests")
-    fig.suptitle("Clinic clients -> app service: latency CDF per strategy "
-                 "(new TCP connection + request + answer; outside the database workload)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def placement_bars(results: dict, path: Path, scenario: str = "normal") -> None:
-    cells = [c for c in results["cells"] if c["scenario"] == scenario] or \
-        [c for c in results["cells"] if c["scenario"] == results["cells"][0]["scenario"]]
-    strategies = [c["strategy"] for c in cells]
-    colors = _colors(results["setup"]["strategies"])
-    placements = list(dict.fromkeys(p["placement"] for c in cells for p in c["placements"]))
-    kinds = {p["placement"]: p["kind"] for c in cells for p in c["placements"]}
-    width = 0.8 / max(1, len(cells))
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(placements) + 2), 4.8))
-    x = np.arange(len(placements))
-    for i, c in enumerate(cells):
-        p50, low, high = [], [], []
-        for placement in placements:
-            p = next((q for q in c["placements"] if q["placement"] == placement
-                      and q["operation"] == "read" and q["phase"] == "before"), None)
-            ok = p is not None and p["p50_ms"] is not None
-            p50.append(p["p50_ms"] if ok else np.nan)
-            low.append(p["p50_ms"] - p["ci95_low_ms"] if ok else 0)
-            high.append(p["ci95_high_ms"] - p["p50_ms"] if ok else 0)
-        ax.bar(x + (i - (len(cells) - 1) / 2) * width, p50, width, yerr=[low, high],
-               capsize=2, color=colors[c["strategy"]], label=c["strategy"])
-    ax.set_xticks(x, [f"{p}\n{kinds[p]}" for p in placements], fontsize=8)
-    ax.set_ylabel("indexed read through the db VIP, p50 ms")
-    ax.set_title(f"Database read latency per placement ({cells[0]['scenario']}); "
-                 f"error bars: bootstrap 95 % CI of the median")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(title="strategy", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    del strategies
-
-
-def failover_timeline(raw: dict, path: Path) -> str | None:
-    """Client requests around the failure of the first scenario that has one."""
-    failed_cells = [c for c in raw["cells"] if c.get("failure")]
-    if not failed_cells:
-        fig, ax = plt.subplots(figsize=(8, 2))
-        ax.text(0.5, 0.5, "no failure scenario in this run", ha="center", va="center")
-        ax.axis("off")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return None
-    scenario = failed_cells[0]["scenario"]
-    cells = [c for c in failed_cells if c["scenario"] == scenario]
-    fig, axes = plt.subplots(len(cells), 1, figsize=(12, 2.6 * len(cells) + 0.8), sharex=True,
-                             squeeze=False)
-    longest = max((c.get("repair") or c["end"]) - c["failure"] for c in cells)
-    window = (-1.0, longest + 1.5)
-    for ax, cell in zip(axes[:, 0], cells):
-        t0 = cell["failure"]
-        reqs = [r for r in raw["requests"] if r["kind"] == "client"
-                and r["scenario"] == scenario and r["strategy"] == cell["strategy"]
-                and window[0] <= r["start"] - t0 <= window[1]]
-        ok = [(r["start"] - t0, r["latency_ms"]) for r in reqs if r["ok"]]
-        bad = [r["start"] - t0 for r in reqs if not r["ok"]]
-        if ok:
-            xs, ys = zip(*ok)
-            ax.scatter(xs, ys, s=4, color="#1f77b4", label="answered (latency)")
-        top = max([y for _, y in ok], default=100) * 1.25
-        if bad:
-            ax.scatter(bad, [top] * len(bad), s=10, marker="x", color="#d62728",
-                       label=f"failed ({len(bad)}), drawn at the top")
-        ax.axvline(0, color="black", lw=1)
-        ax.text(0.05, 0.5, "failure", transform=ax.get_xaxis_transform(), rotation=90,
-                va="center", fontsize=8)
-        if cell.get("repair"):
-            ax.axvline(cell["repair"] - t0, color="grey", ls="--", lw=1)
-            ax.text(cell["repair"] - t0 + 0.05, 0.5, "repair", rotation=90, fontsize=8,
-                    va="center", transform=ax.get_xaxis_transform(), clip_on=True)
-        ax.set_ylim(0, top * 1.08)
-        ax.set_title(f"{scenario} - {cell['strategy']}", fontsize=10, loc="left")
-        ax.set_ylabel("latency, ms")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    axes[-1, 0].set_xlabel("seconds since the failure was injected (requests by send time)")
-    axes[-1, 0].set_xlim(*window)
-    fig.suptitle("Clinic clients' requests around the failure (all clinics)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return scenario
 
 
 @dataclass
@@ -389,9 +262,7 @@ def _draw_inset(ax, topo: dict, members: list[str]) -> None:
 
 
 def site_map(setup: dict, path: Path) -> None:
-    fig = map_figure(setup["topology"])
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(map_figure(setup["topology"]), path)
 
 
 def map_figure(topo: dict):
@@ -400,7 +271,7 @@ def map_figure(topo: dict):
     metros = _metros(topo)
     rows = -(-len(metros) // INSETS_PER_ROW)
     height = 7.2 + 4.8 * rows  # inches: the header, the whole map, then the rows of insets
-    fig = plt.figure(figsize=(15, height), dpi=110)
+    fig = plt.figure(figsize=(15, height), dpi=DPI)
     grid = fig.add_gridspec(1 + rows, max(1, min(len(metros), INSETS_PER_ROW)), left=0.05,
                             right=0.98, top=1 - 1.1 / height, bottom=0.6 / height,
                             hspace=0.18, wspace=0.06, height_ratios=[1.4] + [1] * rows)
@@ -416,11 +287,3 @@ def map_figure(topo: dict):
              "it twice); 'a–b ×n': n links join the same two places, delays a to b ms.",
              ha="center", fontsize=10)
     return fig
-
-
-def write_all(raw: dict, results: dict, out: Path) -> list[str]:
-    latency_cdf(raw, out / "latency_cdf.png")
-    placement_bars(results, out / "placement_bars.png")
-    failover_timeline(raw, out / "failover_timeline.png")
-    site_map(raw["setup"], out / "map.png")
-    return ["latency_cdf.png", "placement_bars.png", "failover_timeline.png", "map.png"]

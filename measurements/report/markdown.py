@@ -1,0 +1,143 @@
+"""report.md: the run's setup, the findings, then per scenario the main table, the clinics'
+latency per region and the database's per placement, and the plots."""
+
+from __future__ import annotations
+
+from measurements.report.tables import COLUMNS, number
+
+PLOTS = (
+    ("latency_cdf", "client latency CDF per strategy, one panel per scenario"),
+    ("placement_bars", "database read p50 per placement and strategy with 95 % CI"),
+    ("failover_timeline", "client requests around the failure, per strategy"),
+    ("map", "the sites at their coordinates, links labelled with their delay"),
+)
+
+
+def render_markdown(results: dict) -> str:
+    setup = results["setup"]
+    lines = _setup(setup) + _links(setup)
+    lines += ["", "## Findings", ""] + [f"- {s}" for s in results["findings"]]
+    for scenario in dict.fromkeys(c["scenario"] for c in results["cells"]):
+        cells = [c for c in results["cells"] if c["scenario"] == scenario]
+        lines += _main_table(scenario, cells) + _regions(cells) + _placements(cells)
+    lines += ["", "## Plots", ""] + [f"- `{png}.png`: {about}" for png, about in PLOTS] + [""]
+    lines += [f"![{png}]({png}.png)" for png, _ in PLOTS]
+    return "\n".join(lines) + "\n"
+
+
+def _setup(setup: dict) -> list[str]:
+    """The title and how the run measured: emulation, strategies, probes, database, times."""
+    topo = setup["topology"]
+    st = setup["settings"]
+    lines = [f"# Strategy comparison: {topo['name']}", "",
+             topo.get("description", ""), "",
+             "## Setup", "",
+             f"- Link emulation: **{setup.get('links_backend')}**, Open vSwitch datapath "
+             f"**{setup.get('datapath')}**, controller **{setup.get('controller')}**.",
+             f"- Strategies: {', '.join(setup['strategies'])}.",
+             _probes(st),
+             f"- Database: dbbench's connect, read and page ({st['page_queries']} queries) "
+             f"from every placement through the db virtual address, {st['samples']} of each "
+             f"per placement and phase.",
+             f"- Run: bring-up {number(setup.get('bring_up_s'))} s, total "
+             f"{number(setup.get('total_s'))} s.",
+             "", "Versions: " + ", ".join(f"{k} {v}" for k, v in setup["versions"].items()), "",
+             "### Scenarios", ""]
+    return lines + [f"- **{s['name']}**: {s['description']}" for s in setup["scenarios"]]
+
+
+def _probes(st: dict) -> str:
+    """What the clients, services and writers send, how often, and the failover manager."""
+    failover = st.get("failover", {})
+    return (f"- Clients: each clinic opens a new TCP connection to the app service's virtual "
+            f"address every {st['client_interval_s'] * 1000:g} ms and sends one request "
+            f"(latency = connect + request + answer; failed = no answer within "
+            f"{st['request_timeout_s']:g} s). Services: each service and monolith host "
+            f"connects to the db service's virtual address every "
+            f"{st['service_interval_s'] * 1000:g} ms. Outage = longest run of failed "
+            f"requests after the failure, per source, largest over sources (resolution: "
+            f"the probe interval). Writes (in the cells with a failure): each service and "
+            f"monolith host writes a "
+            f"transaction through the db service's virtual address every "
+            f"{st.get('writer_interval_s', 0) * 1000:g} ms; a failover manager next to the "
+            f"standby promotes it after {failover.get('misses', '-')} failed "
+            f"checks of the primary in a row, "
+            f"{failover.get('interval_s', 0) * 1000:g} ms apart, "
+            f"{failover.get('timeout_s', 0) * 1000:g} ms to answer (after a "
+            f"promotion the standby is re-seeded from the primary).")
+
+
+def _links(setup: dict) -> list[str]:
+    """Every link's one-way delay and where it comes from; the calibration's residual."""
+    lines = ["", "### Links (one-way delay; a round trip sees it twice)", "",
+             "| link | class | km | delay ms | source |", "|---|---|---:|---:|---|"]
+    for link in setup["topology"]["links"]:
+        lines.append(f"| {link['a']}-{link['b']} | {link['class']} | {link['distance_km']:.0f} "
+                     f"| {link['delay_ms']:.3f} | {link['source'].replace('|', '/')} |")
+    cal = setup.get("calibration")
+    if cal:
+        worst = max((l["uncompensated_ms"] for l in cal["links"]), default=0.0)
+        lines += ["", f"Calibration: host-switch-host round trip {cal['access_rtt_ms']:.3f} ms; "
+                      f"largest per-link residual the lab could not remove: {worst:.3f} ms."]
+    return lines
+
+
+def _row(values: list[str]) -> str:
+    return "| " + " | ".join(values) + " |"
+
+
+def _main_table(scenario: str, cells: list[dict]) -> list[str]:
+    """The scenario's heading and its main table (tables.py), a row per strategy."""
+    return ["", f"## {scenario}", "",
+            "Client latency in ms (all clinics); outage in ms; DB read: median of the "
+            "placements' indexed reads before any failure.", "",
+            _row([col.heading for col in COLUMNS]), "|---|" + "---:|" * (len(COLUMNS) - 1)] + [
+        _row([col.value(c) for col in COLUMNS]) for c in cells]
+
+
+def _regions(cells: list[dict]) -> list[str]:
+    """Per clinic: each strategy's percentiles and the endpoint serving it (and after)."""
+    lines = ["", "Per client region: p50 / p95 / p99 ms (endpoint serving it"
+                 + (", -> after the failure" if cells[0]["failure"] else "") + ")", "",
+             _row(["clinic"] + [c["strategy"] for c in cells]), "|---|" + "---:|" * len(cells)]
+    for region in cells[0]["regions"]:
+        row = [f"{region['client']} ({region['label'] or region['site']})"]
+        for c in cells:
+            r = next((x for x in c["regions"] if x["client"] == region["client"]), None)
+            if r is None:
+                row.append("-")
+                continue
+            served = r["served_by"] or "-"
+            if c["failure"] and r["served_by_after"] != r["served_by"]:
+                served += f" -> {r['served_by_after'] or 'none'}"
+            row.append(f"{number(r['p50_ms'])} / {number(r['p95_ms'])} / "
+                       f"{number(r['p99_ms'])} ({served})")
+        lines.append(_row(row))
+    return lines
+
+
+def _placements(cells: list[dict]) -> list[str]:
+    """Per database placement, operation and phase: each strategy's median and its CI."""
+    ops = [("read", "before"), ("page", "before")] + (
+        [("read", "after")] if cells[0]["failure"] else [])
+    lines = ["", "Per placement: database p50 ms [bootstrap 95 % CI of the median]", "",
+             "| placement | op | phase | " + " | ".join(c["strategy"] for c in cells) + " |",
+             "|---|---|---|" + "---:|" * len(cells)]
+    for placement in dict.fromkeys(p["placement"] for c in cells for p in c["placements"]):
+        for op, phase in ops:
+            row = [_placement(c, placement, op, phase) for c in cells]
+            if any(x != "-" for x in row):
+                kind = next(p["kind"] for c in cells for p in c["placements"]
+                            if p["placement"] == placement)
+                lines.append(f"| {placement} ({kind}) | {op} | {phase} | " + " | ".join(row)
+                             + " |")
+    return lines
+
+
+def _placement(cell: dict, placement: str, op: str, phase: str) -> str:
+    p = next((x for x in cell["placements"] if x["placement"] == placement
+              and x["operation"] == op and x["phase"] == phase), None)
+    if p is None or p["p50_ms"] is None:
+        return "-"
+    return (f"{p['p50_ms']:.2f} [{p['ci95_low_ms']:.2f}-{p['ci95_high_ms']:.2f}]"
+            + (f" ({p['errors']} err)" if p["errors"] else ""))

@@ -1,0 +1,205 @@
+"""Every number of a comparison's report, from its raw records (results.json holds them).
+
+Definitions used throughout:
+- client latency: one request from a clinic client to the app service's virtual address
+  (new TCP connection + request + answer), successful requests only;
+- failed share: failed requests / requests sent, over the whole cell;
+- outage: for each source, the longest run of failed requests sent between the failure and
+  one request timeout before the repair (a request still waiting at the repair could fail
+  from the failback), from the first failed request's send time to the send time of the next
+  successful one (0 if none failed; None if it never recovered before the repair); a cell's
+  outage is the largest over its sources. Its resolution is the probe interval;
+- latency percentiles leave out the requests sent while the database workload ran (it loads
+  both cores of the machine; the cell's "db_phases"); failures and outages count them all;
+- after failure: successful requests sent between the failure and the repair. (Failed
+  requests after the repair, while traffic moves back, still count in the failed share.)
+- writes (cells with a failure): each service and monolith host writes a transaction
+  through the db service's address every few hundred ms; the write outage is taken over the
+  writers whose last write before the failure succeeded (a writer sent to the read-only
+  standby has no outage to measure: its refusals count as failed writes); "read-only" counts
+  refused writes;
+- dropped connection attempts: those the database hosts' kernels dropped because
+  PostgreSQL did not accept them fast enough (accept queue full): the emulation host was
+  too loaded for the run, and the failures they caused say nothing about the network;
+- promotion: from the failure to the failover manager's pg_promote() returning, from its
+  own record (the standby's host shares the machine's clock); negative when the standby was
+  promoted before the failure, "while up" in a cell without a failure: a false failover (the
+  manager missed checks of a primary that was up).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from measurements.report.findings import findings
+from measurements.report.raw import quiet
+from measurements.stats import summarize
+
+
+def stats(values: list[float]) -> dict:
+    s = summarize(values)
+    return {"n": s.n, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms,
+            "ci95_low_ms": s.ci95_low_ms, "ci95_high_ms": s.ci95_high_ms}
+
+
+def outage_ms(requests: list[dict], since: float, until: float | None = None) -> float | None:
+    """Longest run of failed requests sent in [since, until) (see the module docstring)."""
+    best, run_start = 0.0, None
+    for r in sorted(requests, key=lambda r: r["start"]):
+        if r["start"] < since or (until is not None and r["start"] >= until):
+            continue
+        if not r["ok"]:
+            if run_start is None:
+                run_start = r["start"]
+        elif run_start is not None:
+            best = max(best, (r["start"] - run_start) * 1000)
+            run_start = None
+    return None if run_start is not None else best
+
+
+def _max_outage(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else max(values, default=0.0)
+
+
+def _group_stats(requests: list[dict], failure: float | None,
+                 repair: float | None = None, cut_off: frozenset = frozenset(),
+                 busy: list = ()) -> dict:
+    """Percentiles (outside the busy windows), failed share, and the outage over the
+    sources not cut off themselves."""
+    ok = [r["latency_ms"] for r in requests if r["ok"] and quiet(r, busy)]
+    row = {**stats(ok), "requests": len(requests),
+           "failed": sum(not r["ok"] for r in requests)}
+    row["failed_pct"] = 100.0 * row["failed"] / row["requests"] if requests else None
+    if failure is not None:
+        by_src = defaultdict(list)
+        for r in requests:
+            if r["src"] not in cut_off:  # a host in an isolated site has no way around
+                by_src[r["src"]].append(r)
+        outages = {src: outage_ms(rs, failure, repair) for src, rs in by_src.items()}
+        row["outage_ms"] = _max_outage(list(outages.values()))
+        row["sources_interrupted"] = sum(1 for v in outages.values() if v != 0.0)
+        after = [r["latency_ms"] for r in requests if r["ok"] and r["start"] >= failure
+                 and (repair is None or r["start"] < repair) and quiet(r, busy)]
+        row["after_p50_ms"] = stats(after)["p50_ms"]
+    else:
+        row["outage_ms"] = None
+        row["sources_interrupted"] = 0
+        row["after_p50_ms"] = None
+    return row
+
+
+def _writes(writes: list[dict], failure: float | None, repair: float | None,
+            cut_off: frozenset, busy: list) -> dict:
+    """Write stats; the outage only over writers that wrote successfully before the failure."""
+    refused = set(cut_off)
+    if failure is not None:
+        for src in {r["src"] for r in writes}:
+            before = [r for r in writes if r["src"] == src and r["start"] < failure]
+            if not before or not max(before, key=lambda r: r["start"])["ok"]:
+                refused.add(src)
+    row = _group_stats(writes, failure, repair, frozenset(refused), busy)
+    row["read_only"] = sum(1 for r in writes if not r["ok"] and "read-only" in (r["error"] or ""))
+    row["writers_measured"] = len({r["src"] for r in writes} - refused)
+    return row
+
+
+def compute(raw: dict) -> dict:
+    """Every number of the report, from the raw records."""
+    setup = raw["setup"]
+    by_cell = defaultdict(list)
+    for r in raw["requests"]:
+        by_cell[(r["scenario"], r["strategy"])].append(r)
+    db_by_cell = defaultdict(list)
+    for r in raw["db"]:
+        db_by_cell[(r["scenario"], r["strategy"])].append(r)
+    cells = []
+    for cell in raw["cells"]:
+        key = (cell["scenario"], cell["strategy"])
+        cells.append(_cell(cell, by_cell.get(key, []), db_by_cell.get(key, []), setup))
+    results = {"setup": setup, "cells": cells}
+    results["findings"] = findings(results)
+    return results
+
+
+def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict) -> dict:
+    """One (scenario, strategy) cell's numbers, from its requests and database samples."""
+    failure, repair = cell.get("failure"), cell.get("repair")
+    if repair is not None:
+        # A request still waiting at the repair cannot be told from the failback: the
+        # outage window ends one request timeout before the repair.
+        repair -= setup["settings"]["request_timeout_s"]
+    busy = cell.get("db_phases", [])
+    clients = [r for r in reqs if r["kind"] == "client"]
+    services = [r for r in reqs if r["kind"] == "service"]
+    writes = [r for r in reqs if r["kind"] == "writer"]
+    cut_off = frozenset(cell.get("cut_off_hosts", ()))
+    db_before = [r["latency_ms"] for r in db if r["ok"] and r["phase"] == "before"
+                 and r["operation"] == "read"]
+    return {"scenario": cell["scenario"], "strategy": cell["strategy"],
+            "failure": failure, "links_cut": cell.get("links_cut", []),
+            "clients": _group_stats(clients, failure, repair, busy=busy),
+            "services": _group_stats(services, failure, repair, cut_off, busy),
+            "writes": _writes(writes, failure, repair, cut_off, busy),
+            "promotion_ms": _promotion_ms(cell),
+            "false_failover": _false_failover(cell),
+            "db_listen_drops": cell.get("db_listen_drops", {}),
+            "db_read": stats(db_before),
+            "db_errors": sum(not r["ok"] for r in db),
+            "regions": _regions(clients, failure, repair, busy, setup),
+            "placements": _placements(db),
+            "service_p50_ms": {src: stats([r["latency_ms"] for r in services
+                                           if r["src"] == src and r["ok"]
+                                           and quiet(r, busy)])["p50_ms"]
+                               for src in dict.fromkeys(r["src"] for r in services)},
+            "expected_rtt_ms": cell.get("expected_rtt_ms")}
+
+
+def _regions(clients: list[dict], failure: float | None, repair: float | None, busy: list,
+             setup: dict) -> list[dict]:
+    """Per clinic client, in the topology's host order: the endpoint that served most of its
+    requests before the failure and after it, and its own statistics."""
+    sites = {s["name"]: s for s in setup["topology"]["sites"]}
+    hosts = {h["name"]: h for h in setup["topology"]["hosts"]}
+    regions = []
+    for src in sorted({r["src"] for r in clients}, key=lambda h: list(hosts).index(h)):
+        mine = [r for r in clients if r["src"] == src]
+        before = Counter(r["served_by"] for r in mine if r["ok"]
+                         and (failure is None or r["start"] < failure))
+        after = Counter(r["served_by"] for r in mine if r["ok"] and failure is not None
+                        and failure <= r["start"] < (repair or float("inf")))
+        site = hosts[src]["site"]
+        regions.append({"client": src, "site": site, "label": sites[site]["label"],
+                        "served_by": before.most_common(1)[0][0] if before else None,
+                        "served_by_after": after.most_common(1)[0][0] if after else None,
+                        **_group_stats(mine, failure, repair, busy=busy)})
+    return regions
+
+
+def _placements(db: list[dict]) -> list[dict]:
+    """Database statistics per placement, operation and phase, in the order first seen."""
+    placements = []
+    for placement in dict.fromkeys(r["placement"] for r in db):
+        for op in dict.fromkeys(r["operation"] for r in db if r["placement"] == placement):
+            for phase in dict.fromkeys(r["phase"] for r in db):
+                rows = [r for r in db if r["placement"] == placement
+                        and r["operation"] == op and r["phase"] == phase]
+                if not rows:
+                    continue
+                placements.append({"placement": placement, "site": rows[0]["site"],
+                                   "kind": rows[0]["kind"], "operation": op, "phase": phase,
+                                   "errors": sum(not r["ok"] for r in rows),
+                                   **stats([r["latency_ms"] for r in rows if r["ok"]])})
+    return placements
+
+
+def _promotion_ms(cell: dict) -> float | None:
+    promotion, failure = cell.get("promotion"), cell.get("failure")
+    if not promotion or failure is None:
+        return None
+    return round((promotion["promoted"] - failure) * 1000, 1)
+
+
+def _false_failover(cell: dict) -> bool:
+    """The standby was promoted while the primary was up: with no failure, or before it."""
+    promotion, failure = cell.get("promotion"), cell.get("failure")
+    return bool(promotion) and (failure is None or promotion["promoted"] < failure)
