@@ -45,6 +45,9 @@ class _Forwarding:
     def ready(self, lab) -> None:
         pass
 
+    def processes(self) -> list:
+        return []
+
     @contextlib.contextmanager
     def lowest_latency_routes(self) -> Iterator[bool]:
         yield self.strategy == "latency" and self.owns_flows
@@ -87,6 +90,9 @@ class BuiltinController(_Forwarding):
         finally:
             self.controller.set_strategy(self.strategy)
             time.sleep(ROUTE_SETTLE_S)
+
+    def processes(self) -> list:
+        return [("controller", self.controller.process)] if self.controller else []
 
     def stop(self) -> None:
         if self.controller is not None:

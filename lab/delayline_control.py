@@ -180,8 +180,9 @@ def start(config_path: str | os.PathLike[str], stats_path: str | os.PathLike[str
     if stats_path:
         cmd += ["--stats", str(stats_path)]
     with open(log, "ab") as log_file:
+        # A session of its own: a Ctrl-C in the lab's terminal (the Mininet CLI) is not its.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                env=child_env())
+                                env=child_env(), start_new_session=True)
     end = time.monotonic() + timeout
     while not ready.exists():
         if proc.poll() is not None:

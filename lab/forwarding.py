@@ -39,5 +39,8 @@ class Forwarding(Protocol):
         """Within the block, traffic takes the model's lowest-latency paths; yields False
         where that cannot be had."""
 
+    def processes(self) -> list:
+        """(name, subprocess.Popen) of each process `start` started: the lab watches them."""
+
     def stop(self) -> None:
         """Stop what `start` started; safe to call twice and after a failed start."""

@@ -29,10 +29,12 @@ from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_b
 from lab.forwarding import Forwarding, ForwardingError
 from lab.links import LabLink
 from lab.nsswitch import NamespacedOVSSwitch
+from lab.procs import stop_process
 from lab.runstate import (PROCESS_MARKER, RunState, load_state, new_run_id, process_start,
                           remove_state, run_dir)
 from lab.signals import signals_held
 from lab.switchpriority import SwitchPriority
+from lab.watch import StepTimeout, Watch, bounded, pid_check, process_check
 from topologies.mininet_topo import HybridTopo
 from topologies.model import Topology
 
@@ -93,6 +95,8 @@ class Lab:
         self.switch_priority: SwitchPriority | None = None  # userspace datapath only
         self.calibration = None  # lab.calibration.Calibration once measured
         self.timing = Timing()
+        self.watch: Watch | None = None
+        self.on_death: list = []  # called with a sentence when a process of the lab dies
 
     @property
     def controller(self):
@@ -130,11 +134,48 @@ class Lab:
             del os.environ[PROCESS_MARKER]
 
     def _start(self) -> None:
+        try:
+            self._bring_up()
+        except StepTimeout as exc:
+            raise LabError(str(exc)) from None
+        self.watch = Watch(self._vital_parts(), self._died).start()
+
+    def _bring_up(self) -> None:
+        """Each step bounded in time, so that a step that hangs is named, not waited for."""
+        size = len(self.topology.sites) + len(self.topology.hosts) + len(self.topology.links)
         t0 = time.monotonic()
         try:
-            self.forwarding.start(run_dir())
+            with bounded("controller", 90):
+                self.forwarding.start(run_dir())
         except ForwardingError as exc:
             raise LabError(f"the controller did not start: {exc}") from None
+        with bounded("network", 60 + 2 * size):
+            self._build_network()
+        try:
+            with bounded("link emulation", 60 + size):
+                self.emulation.start()
+        except EmulationError as exc:
+            raise LabError(str(exc)) from None
+        self.timing.build_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        try:
+            with bounded("forwarding", 90 + size):
+                self.forwarding.ready(self)
+        except ForwardingError as exc:
+            raise LabError(str(exc)) from None
+        self.timing.forwarding_s = time.monotonic() - t0
+        # Calibration pins probe flows and expects the lab's own routing: not with a foreign
+        # controller (which may remove the pins) or with none.
+        if self.calibrate and self.backend == "userspace" and self.forwarding.owns_flows:
+            t0 = time.monotonic()
+            with bounded("calibration", 300 + 10 * len(self.topology.links)):
+                self.calibration = calibrate(self)
+            self.emulation.set_holds(self.calibration.holds,
+                                     span_trim_ms=self.calibration.span_trim_ms)
+            self.timing.calibration_s = time.monotonic() - t0
+
+    def _build_network(self) -> None:
+        """Mininet's hosts, switches and links; interfaces up; the emulation prepared."""
         openflow = self.forwarding.openflow_address()
         if self.caps.datapath == "user":
             socket_path = self._start_relay(*openflow) if openflow else None
@@ -154,25 +195,33 @@ class Lab:
         self.net.start()
         self._raise_switches()
         self.emulation = LinkEmulation(self.backend, self._emulated_links(), run_dir())
-        try:
-            self.emulation.start()
-        except EmulationError as exc:
-            raise LabError(str(exc)) from None
-        self.timing.build_s = time.monotonic() - t0
-        t0 = time.monotonic()
-        try:
-            self.forwarding.ready(self)
-        except ForwardingError as exc:
-            raise LabError(str(exc)) from None
-        self.timing.forwarding_s = time.monotonic() - t0
-        # Calibration pins probe flows and expects the lab's own routing: not with a foreign
-        # controller (which may remove the pins) or with none.
-        if self.calibrate and self.backend == "userspace" and self.forwarding.owns_flows:
-            t0 = time.monotonic()
-            self.calibration = calibrate(self)
-            self.emulation.set_holds(self.calibration.holds,
-                                     span_trim_ms=self.calibration.span_trim_ms)
-            self.timing.calibration_s = time.monotonic() - t0
+
+    def _vital_parts(self) -> list:
+        """What must stay alive for the network to be the one the lab claims (lab.watch)."""
+        parts = [(f"the {name} (pid {proc.pid})", process_check(proc))
+                 for name, proc in self.forwarding.processes()]
+        if self.emulation.process is not None:
+            parts.append((f"the delay line (pid {self.emulation.process.pid})",
+                          process_check(self.emulation.process)))
+        if self.relay is not None:
+            parts.append((f"the OpenFlow relay (pid {self.relay.pid})", process_check(self.relay)))
+        for sw in self.net.switches:
+            if isinstance(sw, NamespacedOVSSwitch):
+                parts += [(f"switch {sw.name}'s OVS daemon (pid {pid})", pid_check(pid))
+                          for pid in sw.daemon_pids()]
+        parts += [(f"{node.name}'s shell (pid {node.shell.pid})", process_check(node.shell))
+                  for node in self.net.hosts + self.net.switches if node.shell is not None]
+        return parts
+
+    def _died(self, death: str) -> None:
+        self.log(f"lab: {death}: the network is no longer the one the lab set up")
+        for callback in self.on_death:
+            callback(death)
+
+    @property
+    def died(self) -> str | None:
+        """Which of the lab's processes died since it came up (lab.watch), or None."""
+        return self.watch.death if self.watch is not None else None
 
     def _raise_switches(self) -> None:
         """Namespaced switches' main threads real-time while light (lab.switchpriority)."""
@@ -192,7 +241,8 @@ class Lab:
         self.relay = subprocess.Popen(
             ["socat", f"UNIX-LISTEN:{path},fork,mode=600",
              f"TCP:{host}:{port},nodelay"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # a Ctrl-C in the terminal (the Mininet CLI) is not its
         deadline = time.monotonic() + 5
         while not path.exists():
             if self.relay.poll() is not None or time.monotonic() > deadline:
@@ -217,20 +267,20 @@ class Lab:
         if self.state is None:
             return
         t0 = time.monotonic()
+        if self.watch is not None:
+            self.watch.stop()
         with signals_held():
             for part, stop in (("switch priority", self.switch_priority
                                 and self.switch_priority.stop),
                                ("link emulation", self.emulation and self.emulation.stop),
                                ("forwarding", self.forwarding.stop),
-                               ("relay", self.relay and self.relay.kill),
+                               ("relay", self.relay and (lambda: stop_process(self.relay))),
                                ("network", self.net and self._stop_network)):
                 if stop:
                     try:
                         stop()
                     except Exception as exc:  # the sweep below still removes what is left
                         self.log(f"warning: stopping the {part} failed ({exc}); sweeping")
-            if self.relay is not None:
-                self.relay.wait(timeout=5)
             self.switch_priority = self.emulation = self.relay = self.net = None
             cleanup.remove_run(self.state.run_id, self.state.switches)
             remove_state()

@@ -51,6 +51,9 @@ REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 5.0
 SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
+# A prober that recorded less than this share of the requests its targets should have sent
+# in a cell failed to measure: its groups get no data, not "no failure".
+MIN_RECORDED = 0.5
 APP_SERVICE, DB_SERVICE = "app", "db"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
              "start_time", "latency_ms", "ok")
@@ -160,15 +163,34 @@ class CompareRun:
                 for i, h in enumerate(db["consumers"])
                 if self.topo.hosts[h].role in ("service", "monolith")}
 
-    def _writer_requests(self, writers: dict[str, subprocess.Popen]) -> list[dict]:
-        """Stop the writers; their writes as probe records of kind "writer"."""
-        for proc in writers.values():
-            stop_process(proc)
-        return [{"kind": "writer", "src": host, "start": r["start"],
-                 "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
-                 "served_by": None, "error": r.get("error")}
-                for host in writers
-                for r in read_json_lines(self.scratch / f"writer-{host}.jsonl", "sample")]
+    def _writer_requests(self, writers: dict[str, subprocess.Popen],
+                         no_data: dict) -> list[dict]:
+        """Stop the writers; their writes as probe records of kind "writer". A writer that
+        failed or wrote nothing is named in no_data["writers"]: no data, not no failure."""
+        records = []
+        for host, proc in writers.items():
+            code = stop_process(proc)
+            mine = read_json_lines(self.scratch / f"writer-{host}.jsonl", "sample")
+            if code not in (0, None) or not mine:
+                no_data.setdefault("writers", {})[host] = (
+                    f"exited with status {code}" if code else "wrote no records")
+            records += [{"kind": "writer", "src": host, "start": r["start"],
+                         "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
+                         "served_by": None, "error": r.get("error")} for r in mine]
+        return records
+
+    def _probe_gaps(self, code: int | None, raw: Path, seconds: float, no_data: dict) -> None:
+        """A prober that failed, or wrote far fewer requests than its targets should have
+        sent in `seconds`, gives its groups no data (never "no failure")."""
+        found = read_json_lines(raw) if raw.exists() else []
+        for kind in ("client", "service"):
+            targets = [t for t in self._probe_targets() if t["kind"] == kind]
+            expected = sum(seconds / t["interval_s"] for t in targets)
+            got = sum(1 for r in found if r["kind"] == kind)
+            if code not in (0, None):
+                no_data[kind] = f"the prober exited with status {code}"
+            elif targets and got < MIN_RECORDED * expected:
+                no_data[kind] = f"{got} of about {expected:.0f} requests recorded"
 
     def _write_config(self, name: str, config: dict) -> Path:
         path = self.scratch / f"{name}.json"
@@ -220,8 +242,8 @@ class CompareRun:
                                 stdin=subprocess.DEVNULL, stderr=open(out.with_suffix(".err"), "wb"),
                                 cwd=str(ROOT), env=self.env)
 
-    def _stop_probe(self, proc: subprocess.Popen) -> None:
-        stop_process(proc, timeout=REQUEST_TIMEOUT_S + 10)
+    def _stop_probe(self, proc: subprocess.Popen) -> int | None:
+        return stop_process(proc, timeout=REQUEST_TIMEOUT_S + 10)
 
     def _expected_rtts(self, choices: dict) -> dict:
         """The model's round trip from each consumer to its chosen endpoint, along the path
@@ -276,9 +298,13 @@ class CompareRun:
             else:
                 time.sleep(self.failure_window_s / 2)
         finally:
-            self._stop_probe(prober)
-            written = self._writer_requests(writers)
+            code = self._stop_probe(prober)
+            no_data: dict = {}
+            written = self._writer_requests(writers, no_data)
         record["end"] = time.time()
+        self._probe_gaps(code, raw, record["end"] - record["start"], no_data)
+        if no_data:
+            record["no_data"] = no_data
         record["db_listen_drops"] = {name: n - drops_before[name]
                                      for name, n in self._db_listen_drops().items()}
         self._append_requests(raw, written, scenario.name, strategy)
@@ -290,8 +316,13 @@ class CompareRun:
         if scenario.links or "promotion" in record:
             time.sleep(SETTLE_S)
         record["cut_off_hosts"] = cut_off
+        if self.lab.died:
+            record["invalid"] = self.lab.died
         with open(self.out / "cells.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.lab.died:
+            raise CompareError(f"{scenario.name} / {strategy}: {self.lab.died}; the cell is "
+                               f"marked invalid and the comparison stopped")
         return record
 
     def _db_listen_drops(self) -> dict[str, int]:

@@ -155,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         print("lab: interrupted; torn down", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
+        from measurements.cells import CompareError
         from measurements.dbworkload import DbBenchError
         from measurements.postgres import DatabaseError
 
-        if isinstance(exc, (LabError, DbBenchError, DatabaseError)):
+        if isinstance(exc, (LabError, CompareError, DbBenchError, DatabaseError)):
             print(f"lab: {exc}", file=sys.stderr)
             return 1
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from controllers.forwarding import make_lab, parse_controller
 from lab.cli.output import UsageError, console, fmt
+from lab.network import LabError
 from lab.switchpriority import PRIORITY
 from topologies.loader import load
 
@@ -46,24 +48,47 @@ def _up_summary(lab) -> str:
 
 
 def cmd_up(args) -> int:
+    """Bring the lab up until Ctrl-C or SIGTERM (or the Mininet CLI's exit); exit 1 if one of
+    the lab's processes died meanwhile (lab.watch), after teardown."""
     lab = _bring_up(args)
+    died = threading.Event()
+    lab.on_death.append(lambda _death: died.set())
     with lab:
         console.print(_up_summary(lab))
         if lab.controller is not None:
             console.print(f"controller REST API: {lab.controller.rest_url}/v1/ "
                           f"(topology, strategy, paths, links, endpoints)")
         if args.cli:
-            from mininet.cli import CLI
-            CLI(lab.net)
+            _mininet_cli(lab)
         else:
             console.print("running; press Ctrl-C (or send SIGTERM) to tear down")
             try:
-                while True:
-                    time.sleep(3600)
+                while not died.wait(1.0):
+                    pass
             except KeyboardInterrupt:  # the way to stop `lab up`: not an error
                 pass
+        death = lab.died
     console.print(f"torn down in {lab.timing.teardown_s:.2f} s")
+    if death:
+        raise LabError(f"{death} while the lab was up; torn down")
     return 0
+
+
+def _mininet_cli(lab) -> None:
+    """Mininet's CLI over the lab's network, showing what its commands print.
+
+    Mininet prints command output at its "output" log level, which the lab keeps quiet while
+    it brings the network up; Ctrl-C interrupts the command running in the CLI only (the
+    lab's own processes run in sessions of their own).
+    """
+    from mininet.cli import CLI
+    from mininet.log import setLogLevel
+
+    setLogLevel("output")
+    try:
+        CLI(lab.net)
+    finally:
+        setLogLevel("warning")
 
 
 def cmd_run(args) -> int:

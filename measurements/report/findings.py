@@ -94,11 +94,28 @@ def findings(results: dict) -> list[str]:
     return out
 
 
+def _untrusted(scenario: str, cells: list[dict]) -> list[str]:
+    """Cells the lab could not measure properly: said first, in plain words."""
+    out = []
+    for c in cells:
+        if c.get("invalid"):
+            out.append(f"{scenario} / {c['strategy']}: INVALID: {c['invalid']} during the cell; "
+                       f"none of its figures is to be trusted")
+        for group, label in (("clients", "clinic clients"), ("services", "services"),
+                             ("writes", "writes")):
+            if c[group].get("no_data"):
+                out.append(f"{scenario} / {c['strategy']}: no data for the {label} "
+                           f"({c[group]['no_data']}): a missing measurement, not the absence "
+                           f"of failures")
+    return out
+
+
 def _scenario_findings(scenario: str, cells: list[dict], setup: dict) -> list[str]:
+    untrusted = _untrusted(scenario, cells)
     timed = [c for c in cells if c["clients"]["p50_ms"] is not None]
     if not timed:
-        return [f"{scenario}: no client request succeeded."]
-    out = [_fastest(scenario, timed, setup)]
+        return untrusted + [f"{scenario}: no client request succeeded."]
+    out = untrusted + [_fastest(scenario, timed, setup)]
     out += model_findings([c for c in cells if c["failure"] is None])
     out += _listen_drops(scenario, cells)
     out += _unprompted(scenario, cells)
@@ -165,6 +182,9 @@ def _availability(scenario: str, cells: list[dict]) -> str:
     parts = []
     for c in sorted(cells, key=key):
         o = c["clients"]["outage_ms"]
+        if c["clients"].get("no_data"):
+            parts.append(f"{c['strategy']}: no data")
+            continue
         desc = "never recovered" if o is None else (
             "no client request failed" if o == 0 and not c["clients"]["failed"]
             else f"longest client outage {o:.0f} ms "
@@ -179,7 +199,7 @@ def _availability(scenario: str, cells: list[dict]) -> str:
 
 
 def _write_outages(scenario: str, cells: list[dict]) -> list[str]:
-    wr = [c for c in cells if c["writes"]["requests"]]
+    wr = [c for c in cells if c["writes"]["requests"] and not c["writes"].get("no_data")]
     if not wr:
         return []
     parts = []
@@ -198,7 +218,7 @@ def _write_outages(scenario: str, cells: list[dict]) -> list[str]:
 
 
 def _service_outages(scenario: str, cells: list[dict]) -> list[str]:
-    svc = [c for c in cells if c["services"]["requests"]]
+    svc = [c for c in cells if c["services"]["requests"] and not c["services"].get("no_data")]
     if not svc:
         return []
     s_best = min(svc, key=lambda c: (c["services"]["outage_ms"] is None,

@@ -135,11 +135,16 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict) -> dict:
     cut_off = frozenset(cell.get("cut_off_hosts", ()))
     db_before = [r["latency_ms"] for r in db if r["ok"] and r["phase"] == "before"
                  and r["operation"] == "read"]
+    no_data = cell.get("no_data", {})
     return {"scenario": cell["scenario"], "strategy": cell["strategy"],
             "failure": failure, "links_cut": cell.get("links_cut", []),
-            "clients": _group_stats(clients, failure, repair, busy=busy),
-            "services": _group_stats(services, failure, repair, cut_off, busy),
-            "writes": _writes(writes, failure, repair, cut_off, busy),
+            "invalid": cell.get("invalid"),
+            "clients": _missing(_group_stats(clients, failure, repair, busy=busy),
+                                no_data.get("client")),
+            "services": _missing(_group_stats(services, failure, repair, cut_off, busy),
+                                 no_data.get("service")),
+            "writes": _missing(_writes(writes, failure, repair, cut_off, busy),
+                               _writers_missing(no_data.get("writers"))),
             "promotion_ms": _promotion_ms(cell),
             "false_failover": _false_failover(cell),
             "db_listen_drops": cell.get("db_listen_drops", {}),
@@ -152,6 +157,21 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict) -> dict:
                                            and quiet(r, busy)])["p50_ms"]
                                for src in dict.fromkeys(r["src"] for r in services)},
             "expected_rtt_ms": cell.get("expected_rtt_ms")}
+
+
+def _missing(row: dict, why: str | None) -> dict:
+    """A group whose probe measured nothing (or too little): no failed share and no outage,
+    so that it reads as no data, never as no failure."""
+    if why is None:
+        return row
+    return {**row, "no_data": why, "failed_pct": None, "outage_ms": None,
+            "sources_interrupted": None}
+
+
+def _writers_missing(writers: dict | None) -> str | None:
+    if not writers:
+        return None
+    return "; ".join(f"{host}'s writer {how}" for host, how in writers.items())
 
 
 def _regions(clients: list[dict], failure: float | None, repair: float | None, busy: list,

@@ -15,6 +15,8 @@ def number(v: float | None, digits: int = 1) -> str:
 def _outage(row: dict, failure) -> str:
     if failure is None:
         return "-"
+    if row.get("no_data"):
+        return "no data"
     return "not recovered" if row["outage_ms"] is None else f"{row['outage_ms']:.0f}"
 
 
@@ -32,7 +34,13 @@ def _promoted(cell: dict) -> str:
 
 
 def _interrupted(cell: dict) -> str:
-    return str(cell["clients"]["sources_interrupted"]) if cell["failure"] else "-"
+    count = cell["clients"]["sources_interrupted"]
+    return str(count) if cell["failure"] and count is not None else "-"
+
+
+def _failed(row: dict, digits: int) -> str:
+    """A group's failed share; "no data" where its probe measured nothing."""
+    return "no data" if row.get("no_data") else number(row["failed_pct"], digits)
 
 
 class Column(NamedTuple):
@@ -46,13 +54,13 @@ COLUMNS = (
     Column("p50", lambda c: number(c["clients"]["p50_ms"])),
     Column("p95", lambda c: number(c["clients"]["p95_ms"])),
     Column("p99", lambda c: number(c["clients"]["p99_ms"])),
-    Column("failed %", lambda c: number(c["clients"]["failed_pct"], 2)),
+    Column("failed %", lambda c: _failed(c["clients"], 2)),
     Column("client outage", lambda c: _outage(c["clients"], c["failure"]), "outage"),
     Column("clinics interrupted", _interrupted, ""),
     Column("p50 after failure", lambda c: number(c["clients"]["after_p50_ms"]), "after p50"),
     Column("service outage", lambda c: _outage(c["services"], c["failure"])),
     Column("DB read p50", lambda c: number(c["db_read"]["p50_ms"], 2)),
-    Column("writes failed %", lambda c: number(c["writes"]["failed_pct"], 1)),
+    Column("writes failed %", lambda c: _failed(c["writes"], 1)),
     Column("write outage", _write_outage),
     Column("promoted after", _promoted),
 )

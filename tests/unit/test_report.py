@@ -270,3 +270,33 @@ def test_connections_the_database_hosts_dropped_are_named(raw_dir):
     dropped = [s for s in results["findings"] if "dropped" in s]
     assert len(dropped) == 1 and dropped[0].startswith(
         "normal, hops: the database hosts' kernels dropped 7 connection attempts to pg1")
+
+
+def test_a_probe_that_measured_nothing_reads_as_no_data_not_as_no_failure(raw_dir):
+    def lost(c):
+        if c["scenario"] == "dc-failure" and c["strategy"] == "hops":
+            c["no_data"] = {"client": "the prober exited with status 1",
+                            "writers": {"svc1": "wrote no records"}}
+    results = results_with(raw_dir, lost)
+    hops = cell(results, "dc-failure", "hops")
+    assert hops["clients"]["no_data"] == "the prober exited with status 1"
+    assert hops["clients"]["failed_pct"] is None and hops["clients"]["outage_ms"] is None
+    assert hops["writes"]["no_data"] == "svc1's writer wrote no records"
+    table = dict((t[0], t) for t in main_tables(results))["dc-failure: clinic clients (ms)"]
+    row = next(r for r in table[2] if r[0] == "hops")
+    assert row[table[1].index("failed %")] == "no data"
+    assert row[table[1].index("outage")] == "no data"
+    said = [s for s in results["findings"] if "no data for the clinic clients" in s]
+    assert said and "not the absence of failures" in said[0]
+    availability = next(s for s in results["findings"] if "availability" in s)
+    assert "hops: no data" in availability
+
+
+def test_a_cell_during_which_a_lab_process_died_is_invalid(raw_dir):
+    def died(c):
+        if c["scenario"] == "normal" and c["strategy"] == "latency":
+            c["invalid"] = "the delay line (pid 42) exited with status -9"
+    results = results_with(raw_dir, died)
+    assert cell(results, "normal", "latency")["invalid"].startswith("the delay line")
+    assert any(s.startswith("normal / latency: INVALID: the delay line (pid 42)")
+               for s in results["findings"])
