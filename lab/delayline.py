@@ -35,21 +35,12 @@ stalls it and frames of every link leave milliseconds late; cap bulk flows
 (HTB on the node-side interfaces) well below ~5 Gbit/s. STATS counts frames
 sent more than 250 us after their deadline, per direction.
 
-Chained links: a frame crossing several links passes a switch between each two
-of them, and that switch's own latency varies from frame to frame by tenths of
-a millisecond (Open vSwitch's userspace datapath waking up). This process sees
-the frame leave one link and arrive at the next, recognised by its bytes (the
-IP packet's first 64 bytes: switches forward it unchanged). Where the next link
-has a span (its configured delay), the frame leaves it `span` after the moment it
-was due to leave the previous one, so the switch's time between them is taken out
-of this link's delay, frame by frame, rather than as an average: along a path,
-only the first link's hold and the two end switches remain that the calibration
-averages. A frame never leaves before it arrived, and its timing moves at most
-CHAIN_LIMIT from what the hold alone gives: a rate-limited link's HTB queue sits
-before this process too, and its wait (milliseconds when congested) is the
-link's, not the switch's. Where the switches alone take longer than a link's
-delay, its hold is negative: its frames leave on arrival, and the next link
-chained makes up the difference.
+Chained links (docs/fidelity.md): a frame that comes to a link straight from another link
+of this process, through a switch, leaves it `span` after it was due to leave the previous
+one, so the switch's own varying latency is taken out frame by frame; the timing moves at
+most CHAIN_LIMIT from what the hold alone gives (a congested HTB queue stays the link's). A
+negative hold (the switches alone take longer than the link's delay): frames leave on
+arrival, and the next link chained makes up the difference.
 """
 
 from __future__ import annotations
