@@ -4,9 +4,8 @@ The lab starts, reconfigures and reads it through lab.delayline_control. This mo
 forwarding loop itself, kept in one file because it is one hot loop: every frame of every
 link passes `DelayLine._drain` and `_send_due`.
 
-One process serves every emulated link of the lab. A link is two interfaces in
-the root namespace (``ifname_a``, ``ifname_b``); frames read from one are sent
-out of the other after the link's hold time, in both directions.
+One process serves every emulated link: two interfaces in the root namespace each; frames
+read from one leave the other after the link's hold time, in both directions.
 
 Why it is built this way (measured on the project's machines, DESIGN.md decision 1;
 the sockets and the wake-up tuning: lab.packetio): kernel receive timestamps
@@ -18,22 +17,14 @@ rest of the machine; ``epoll`` rounds timeouts up to whole milliseconds in Pytho
 ``select`` does not. We wake a calibrated lead before a deadline and spin only for the
 short rest, so the process sleeps most of the time.
 
-Jitter is uniform in [delay - jitter, delay + jitter] (clipped at 0), the
-distribution netem uses when no distribution table is given, so both backends
-agree. Unless ``reorder`` is set a frame never leaves before the previous frame
-of the same direction (its deadline is raised to the previous one), except by
-what chaining (below) moves it.
-Loss is applied before the queue limit, as in netem.
+Jitter is uniform in [delay - jitter, delay + jitter] (clipped at 0), as netem's default,
+so both backends agree. Unless ``reorder`` is set a frame never leaves before the previous
+frame of its direction, except by what chaining (below) moves it. Loss is applied before
+the queue limit, as in netem.
 
-Two properties the lab's calibration must know (measured, see
-benchmarks/bench_delayline.py): at hold 0 a frame also waits for this
-process to wake (15-40 us here); any hold longer than that hides the wake-up,
-so a base latency measured at hold 0 is that much larger than the base under
-a real hold. And the process must not saturate its core: an unlimited TCP flow
-at 0-1 ms hold takes it to ~0.95 core, the kernel's real-time throttling then
-stalls it and frames of every link leave milliseconds late; cap bulk flows
-(HTB on the node-side interfaces) well below ~5 Gbit/s. STATS counts frames
-sent more than 250 us after their deadline, per direction.
+At hold 0 a frame also waits for this process to wake (15-40 us here; a longer hold hides
+it), and the process must not saturate its core (real-time throttling then stalls every
+link): docs/fidelity.md. STATS counts frames sent over 250 us late, per direction.
 
 Chained links (docs/fidelity.md): a frame that comes to a link straight from another link
 of this process, through a switch, leaves it `span` after it was due to leave the previous
