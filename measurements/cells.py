@@ -51,9 +51,6 @@ REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 5.0
 SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
-# A prober that recorded less than this share of the requests its targets should have sent
-# in a cell failed to measure: its groups get no data, not "no failure".
-MIN_RECORDED = 0.5
 APP_SERVICE, DB_SERVICE = "app", "db"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
              "start_time", "latency_ms", "ok")
@@ -179,18 +176,22 @@ class CompareRun:
                          "served_by": None, "error": r.get("error")} for r in mine]
         return records
 
-    def _probe_gaps(self, code: int | None, raw: Path, seconds: float, no_data: dict) -> None:
-        """A prober that failed, or wrote far fewer requests than its targets should have
-        sent in `seconds`, gives its groups no data (never "no failure")."""
+    def _probe_gaps(self, code: int | None, raw: Path, no_data: dict) -> None:
+        """A prober that failed, or whose record lacks requests it sent (its own count),
+        gives its groups no data (never "no failure")."""
         found = read_json_lines(raw) if raw.exists() else []
-        for kind in ("client", "service"):
-            targets = [t for t in self._probe_targets() if t["kind"] == kind]
-            expected = sum(seconds / t["interval_s"] for t in targets)
+        try:
+            sent = json.loads(raw.with_suffix(".sent").read_text())
+        except (OSError, ValueError):
+            sent = None
+        for kind in {t["kind"] for t in self._probe_targets()}:
             got = sum(1 for r in found if r["kind"] == kind)
             if code not in (0, None):
                 no_data[kind] = f"the prober exited with status {code}"
-            elif targets and got < MIN_RECORDED * expected:
-                no_data[kind] = f"{got} of about {expected:.0f} requests recorded"
+            elif sent is None:
+                no_data[kind] = "the prober did not say what it sent"
+            elif got < sent.get(kind, 0) or not got:
+                no_data[kind] = f"{got} of the {sent.get(kind, 0)} requests sent recorded"
 
     def _write_config(self, name: str, config: dict) -> Path:
         path = self.scratch / f"{name}.json"
@@ -236,8 +237,10 @@ class CompareRun:
 
     def _start_probe(self, out: Path) -> subprocess.Popen:
         out.unlink(missing_ok=True)
+        out.with_suffix(".sent").unlink(missing_ok=True)
         path = self._write_config("probe", {"targets": self._probe_targets(),
-                                            "timeout_s": REQUEST_TIMEOUT_S, "out": str(out)})
+                                            "timeout_s": REQUEST_TIMEOUT_S, "out": str(out),
+                                            "sent": str(out.with_suffix(".sent"))})
         return subprocess.Popen([sys.executable, "-m", "measurements.inlab", "probe", str(path)],
                                 stdin=subprocess.DEVNULL, stderr=open(out.with_suffix(".err"), "wb"),
                                 cwd=str(ROOT), env=self.env)
@@ -302,7 +305,7 @@ class CompareRun:
             no_data: dict = {}
             written = self._writer_requests(writers, no_data)
         record["end"] = time.time()
-        self._probe_gaps(code, raw, record["end"] - record["start"], no_data)
+        self._probe_gaps(code, raw, no_data)
         if no_data:
             record["no_data"] = no_data
         record["db_listen_drops"] = {name: n - drops_before[name]

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.files import write_json
 from lab.netns import Namespaces
 
 
@@ -92,6 +93,7 @@ class Prober:
         self.targets = config["targets"]
         self.spaces, self.sel = Namespaces(), selectors.DefaultSelector()
         self.pending: dict[int, _Request] = {}
+        self.sent: dict[str, int] = {}  # requests sent per kind: each must have its line
         self.stopping = False
         now = time.monotonic()
         # Spread the first sends over the interval, so the clients do not move in lockstep.
@@ -116,6 +118,7 @@ class Prober:
             sock = self.spaces.socket(target["pid"])
             sock.setblocking(False)
             req = _Request(target, sock, time.time(), time.perf_counter())
+            self.sent[target["kind"]] = self.sent.get(target["kind"], 0) + 1
             err = sock.connect_ex((target["dst"], target["port"]))
             self.pending[id(req)] = req
             if err not in (0, errno.EINPROGRESS):
@@ -185,7 +188,9 @@ class Prober:
 
 
 def probe(config: dict, out) -> None:
-    """Run a Prober until SIGTERM, then until its requests under way are done."""
+    """Run a Prober until SIGTERM, then until its requests under way are done; then write
+    how many requests of each kind it sent (config "sent"), so that the lab can tell a
+    complete record from one that lost lines."""
     prober = Prober(config, out)
 
     def stop(_signum, _frame):
@@ -193,6 +198,8 @@ def probe(config: dict, out) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     prober.run()
+    if config.get("sent"):
+        write_json(config["sent"], prober.sent)
 
 
 def main(argv: list[str]) -> int:

@@ -48,8 +48,9 @@ def test_answers_that_came_while_the_prober_was_stopped_are_not_timeouts(tmp_pat
     server.start()
     out = tmp_path / "requests.jsonl"
     config = tmp_path / "probe.json"
+    sent = tmp_path / "requests.sent"
     config.write_text(json.dumps({
-        "timeout_s": 1.0, "out": str(out),
+        "timeout_s": 1.0, "out": str(out), "sent": str(sent),
         "targets": [{"kind": "client", "src": "here", "pid": os.getpid(), "dst": "127.0.0.1",
                      "port": listener.getsockname()[1], "mode": "request",
                      "interval_s": 0.05}]}))
@@ -76,6 +77,8 @@ def test_answers_that_came_while_the_prober_was_stopped_are_not_timeouts(tmp_pat
         [r for r in requests if not r["ok"]][:3]
     stalled = [r for r in requests if r["latency_ms"] > STALL_S * 1000 * 0.8]
     assert stalled, "no request was in flight across the stall"
+    # Every request it sent has its line: the count the lab checks the record against.
+    assert json.loads(sent.read_text()) == {"client": len(requests)}
 
 
 def test_listen_drops_counts_connections_a_full_accept_queue_refused():
