@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from lab.capabilities import run
 from lab.runstate import (BRIDGE_MARKER, RunState, descendants, load_state, marked_processes,
-                          pid_alive, remove_state, run_dir)
+                          pid_alive, process_start, remove_state, run_dir)
 
 # Switch ports ("hl<site>-eth<N>") and the delay line's veth ends ("hld<N>a"/"hld<N>b").
 LAB_INTERFACE = re.compile(r"^hl[a-z][a-z0-9]{0,6}-eth[0-9]{1,2}$|^hld[0-9]{1,5}[ab]$")
@@ -78,23 +78,42 @@ def lab_namespaces() -> list[str]:
 
 
 def kill_processes(pids: list[int], grace: float = 1.0) -> list[int]:
-    """SIGTERM, then SIGKILL whatever is still there after `grace` seconds."""
-    killed = []
-    for pid in pids:
+    """SIGTERM, then SIGKILL whatever is still there after `grace` seconds.
+
+    Each process is held by a pidfd from the moment it is checked to be the one that was
+    found (the same start time), and signalled through it: a pid reused meanwhile by another
+    process is never signalled.
+    """
+    starts = {pid: process_start(pid) for pid in pids}
+    held = {}
+    for pid, start in starts.items():
         try:
-            os.kill(pid, signal.SIGTERM)
-            killed.append(pid)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(p) for p in killed):
-        time.sleep(0.02)
-    for pid in killed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return killed
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone already
+            continue
+        if start is None or process_start(pid) != start:
+            os.close(fd)
+            continue
+        held[pid] = fd
+    try:
+        for fd in held.values():
+            _pidfd_signal(fd, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(pid_alive(p) for p in held):
+            time.sleep(0.02)
+        for fd in held.values():
+            _pidfd_signal(fd, signal.SIGKILL)
+    finally:
+        for fd in held.values():
+            os.close(fd)
+    return list(held)
+
+
+def _pidfd_signal(fd: int, sig: int) -> None:
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:  # it exited: the pidfd still names it, and nothing else
+        pass
 
 
 def delete_interfaces(names: list[str]) -> None:
