@@ -306,10 +306,8 @@ class CompareRun:
             written = self._writer_requests(writers, no_data)
         record["end"] = time.time()
         self._probe_gaps(code, raw, no_data)
-        if no_data:
-            record["no_data"] = no_data
-        record["db_listen_drops"] = {name: n - drops_before[name]
-                                     for name, n in self._db_listen_drops().items()}
+        record.update({"no_data": no_data} if no_data else {}, db_listen_drops={
+            name: n - drops_before[name] for name, n in self._db_listen_drops().items()})
         self._append_requests(raw, written, scenario.name, strategy)
         self._append_db(db_rows)
         if scenario.links:
@@ -319,13 +317,19 @@ class CompareRun:
         if scenario.links or "promotion" in record:
             time.sleep(SETTLE_S)
         record["cut_off_hosts"] = cut_off
+        return self._keep(record)
+
+    def _keep(self, record: dict) -> dict:
+        """Append the cell's record; a cell during which a process of the lab died is
+        marked invalid, and the comparison stops there (the network is not the lab's)."""
         if self.lab.died:
             record["invalid"] = self.lab.died
         with open(self.out / "cells.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+            f.flush()
         if self.lab.died:
-            raise CompareError(f"{scenario.name} / {strategy}: {self.lab.died}; the cell is "
-                               f"marked invalid and the comparison stopped")
+            raise CompareError(f"{record['scenario']} / {record['strategy']}: {self.lab.died}; "
+                               f"the cell is marked invalid and the comparison stopped")
         return record
 
     def _db_listen_drops(self) -> dict[str, int]:
