@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -68,6 +69,8 @@ class Calibration:
     paths_probed: int = 0
     path_errors_before_ms: list[float] = field(default_factory=list)  # in the last fit round
     span_trim_ms: float = 0.0  # taken off every link's span (one way): per_hop_rtt_ms / 2
+    measured_at: float = 0.0  # Unix time of the measurement
+    reused: bool = False  # taken from lab.calibration_cache, not measured in this run
 
     @property
     def holds(self) -> dict[int, float]:
@@ -75,6 +78,10 @@ class Calibration:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Calibration":
+        return cls(**{**data, "links": [LinkCalibration(**link) for link in data["links"]]})
 
 
 def representative(topology, site: str) -> str | None:
@@ -157,7 +164,8 @@ def calibrate(lab, samples: int = 30, rounds: int = 2) -> Calibration:
             access, access_n = statistics.median(rtts), len(rtts)
     links = measurable_links(topo)
     holds = {link.index: link.delay_ms for link in topo.links}
-    result = Calibration(access_rtt_ms=round(access, 4), access_n=access_n)
+    result = Calibration(access_rtt_ms=round(access, 4), access_n=access_n,
+                         measured_at=round(time.time(), 3))
     for _ in range(rounds):
         lab.emulation.set_holds(holds)
         rtts = measure_links(lab, links, count=samples)

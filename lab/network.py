@@ -22,7 +22,7 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import OVSSwitch, RemoteController
 
-from lab import cleanup
+from lab import calibration_cache, cleanup
 from lab.calibration import calibrate
 from lab.capabilities import Capabilities, detect, run
 from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend
@@ -78,7 +78,8 @@ class Lab:
     """One running lab: `with Lab(topology) as lab:` brings it up and always tears it down."""
 
     def __init__(self, topology: Topology, forwarding: Forwarding, links: str = "auto",
-                 calibrate: bool = True, caps: Capabilities | None = None, log=print):
+                 calibrate: bool = True, recalibrate: bool = False,
+                 caps: Capabilities | None = None, log=print):
         self.topology = topology
         self.forwarding = forwarding
         self.caps = caps or detect()
@@ -87,6 +88,7 @@ class Lab:
         except EmulationError as exc:
             raise LabError(str(exc)) from None
         self.calibrate = calibrate
+        self.recalibrate = recalibrate  # measure even where lab.calibration_cache has one
         self.log = log
         self.net: Mininet | None = None
         self.state: RunState | None = None
@@ -168,8 +170,12 @@ class Lab:
         # controller (which may remove the pins) or with none.
         if self.calibrate and self.backend == "userspace" and self.forwarding.owns_flows:
             t0 = time.monotonic()
-            with bounded("calibration", 300 + 10 * len(self.topology.links)):
-                self.calibration = calibrate(self)
+            key = calibration_cache.fingerprint(self.topology, self.caps, self.backend)
+            self.calibration = None if self.recalibrate else calibration_cache.load(key)
+            if self.calibration is None:
+                with bounded("calibration", 300 + 10 * len(self.topology.links)):
+                    self.calibration = calibrate(self)
+                calibration_cache.save(key, self.calibration)
             self.emulation.set_holds(self.calibration.holds,
                                      span_trim_ms=self.calibration.span_trim_ms)
             self.timing.calibration_s = time.monotonic() - t0

@@ -11,6 +11,7 @@ import sys
 
 from controllers.forwarding import CONTROLLER_HELP
 from controllers.strategies import COMPARED, STRATEGIES
+from lab.cli.checks import check_options
 from lab.cli.measure import cmd_bench_db, cmd_compare, cmd_report
 from lab.cli.output import UsageError
 from lab.cli.running import cmd_controller, cmd_run, cmd_up, cmd_verify
@@ -22,7 +23,7 @@ from lab.signals import Interrupted, stop_signals_raise
 from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
 from measurements.scenarios import SCENARIOS
 from topologies import DEFAULT_TOPOLOGY
-from topologies.model import TopologyError
+from topologies.model import TopologyError, one_line
 
 
 # -- argument parsing ---------------------------------------------------------------------
@@ -50,6 +51,9 @@ def _lab_options(p) -> None:
                         "userspace delay line (default: %(default)s)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="do not measure and subtract the switching fabric's own latency")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure the fabric again even where a calibration of this machine, "
+                        "code and topology is kept (.cache/calibration)")
 
 
 def _topology_commands(sub) -> None:
@@ -141,12 +145,12 @@ def _other_commands(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "samples", 1) < 1:
-            raise UsageError("--samples: must be at least 1")
+        check_options(args)
         with stop_signals_raise():
             return args.func(args)
     except (TopologyError, UsageError, LinkParamError) as exc:
-        print(f"lab: {exc}" if not isinstance(exc, TopologyError) else str(exc), file=sys.stderr)
+        print(one_line(f"lab: {exc}" if not isinstance(exc, TopologyError) else str(exc)),
+              file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"lab: stopped by {exc}; torn down", file=sys.stderr)

@@ -46,7 +46,7 @@ def cmd_bench_db(args) -> int:
     from measurements.dbbench import run_db_bench
 
     factory = partial(make_lab, controller=args.controller, links=args.links,
-                      strategy=args.strategy, calibrate=not args.no_calibrate)
+                      strategy=args.strategy, calibrate=not args.no_calibrate, recalibrate=args.recalibrate)
     try:
         with ConsoleProgress() as progress:
             result = run_db_bench(args.topology, samples=args.samples, out_dir=args.out,
@@ -65,7 +65,7 @@ def cmd_compare(args) -> int:
     from measurements.compare import run_compare
 
     factory = partial(make_lab, controller=args.controller, links=args.links,
-                      calibrate=not args.no_calibrate)
+                      calibrate=not args.no_calibrate, recalibrate=args.recalibrate)
     try:
         with ConsoleProgress() as progress:
             result = run_compare(args.topology, strategies=args.strategies.split(","),

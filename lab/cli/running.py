@@ -23,7 +23,7 @@ def _bring_up(args):
         raise UsageError(str(exc)) from None
     topo = load(args.topology)
     lab = make_lab(topo, controller=args.controller, links=args.links, strategy=args.strategy,
-              calibrate=not args.no_calibrate)
+                   calibrate=not args.no_calibrate, recalibrate=args.recalibrate)
     console.print(f"bringing up [bold]{topo.name}[/] ({len(topo.sites)} sites, "
                   f"{len(topo.links)} links, {len(topo.hosts)} hosts): OVS datapath "
                   f"{lab.caps.datapath}, link emulation {lab.backend}, controller "
@@ -39,7 +39,9 @@ def _up_summary(lab) -> str:
         c = lab.calibration
         bases = sorted(link.base_ms for link in c.links)
         left = sum(1 for link in c.links if link.uncompensated_ms > 0)
-        text += (f"; fabric calibrated: link bases {bases[0]:.3f}-{bases[-1]:.3f} ms one way, "
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.measured_at))
+        text += (f"; fabric calibrated{f' (kept from {when}; --recalibrate measures again)' if c.reused else ''}: "
+                 f"link bases {bases[0]:.3f}-{bases[-1]:.3f} ms one way, "
                  f"{c.per_hop_rtt_ms:+.3f} ms RTT per further link on paths ({c.paths_probed} "
                  f"paths fitted); {left} links shorter than the fabric's own latency")
     if lab.switch_priority:
