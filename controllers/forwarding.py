@@ -9,6 +9,8 @@ tcp:HOST:PORT (an OpenFlow 1.3 controller of the user's) or none (no flows at al
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import re
 import time
 from pathlib import Path
 from typing import Iterator
@@ -135,14 +137,41 @@ class NoForwarding(_Forwarding):
 
 
 def parse_controller(spec: str) -> tuple[str, str, int]:
-    """'builtin' | 'static' | 'none' | 'tcp:HOST:PORT' -> (kind, host, port)."""
+    """'builtin' | 'static' | 'none' | 'tcp:HOST:PORT' -> (kind, host, port).
+
+    HOST is an IPv4 address or a host name (RFC 1123 labels; the lab's OpenFlow relay speaks
+    IPv4); PORT 1-65535. Anything else is a ValueError whose text is one line."""
     if spec in ("builtin", "static", "none"):
         return spec, LOCALHOST, 6653
     kind, _, rest = spec.partition(":")
     host, _, port = rest.rpartition(":")
-    if kind != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--controller {spec!r}: expected {CONTROLLER_HELP}")
+    if kind != "tcp" or not host or not port:
+        raise ValueError(f"--controller: {_shown(spec)}: expected {CONTROLLER_HELP}")
+    if not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
+        raise ValueError(f"--controller: {_shown(spec)}: the port must be a number from 1 to 65535")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        if not _valid_host_name(host):
+            raise ValueError(f"--controller: {_shown(spec)}: {_shown(host)} is neither an IPv4 address nor "
+                             f"a valid host name") from None
     return "remote", host, int(port)
+
+
+_PORT = re.compile(r"[0-9]{1,5}")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _valid_host_name(name: str) -> bool:
+    """RFC 1123: dot-separated labels of letters, digits and inner hyphens, 253 at most."""
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    return (len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit())
+
+
+def _shown(text: str) -> str:
+    """User input in a message: quoted, escaped, and cut short if long."""
+    return repr(text if len(text) <= 80 else text[:80] + "...")
 
 
 def forwarding_for(spec: str, topology: Topology, strategy: str = DEFAULT_STRATEGY,

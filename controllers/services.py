@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import networkx as nx
-import yaml
 
 from controllers.routing import NetworkState, Tree, path_delay_ms
-from topologies.model import HOST_ROLES, Host, Topology, great_circle_km
+from topologies.loader import read_yaml
+from topologies.model import HOST_ROLES, Host, Topology, great_circle_km, one_line
 
 PROTOCOLS = {"tcp": 6, "udp": 17}  # name -> IP protocol number
 SERVICE_KEYS = ("name", "vip", "endpoints", "consumers", "protocol", "port")
@@ -91,13 +91,19 @@ def load_services(path: str | Path, topology: Topology) -> list[Service]:
     host names or roles; `protocol` tcp (default) or udp; `port` 1-65535, required except for
     the default services' names (db: 5432, app: 8080).
     """
-    data = yaml.safe_load(Path(path).read_text())
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise ServiceError(one_line(f"{path}: (file): cannot read: "
+                                    f"{getattr(exc, 'strerror', None) or exc}")) from None
+    data = read_yaml(raw, str(path), lambda *parts: ServiceError(one_line(": ".join(parts))))
     return parse_services(data, topology, str(path))
 
 
 def parse_services(data: Any, topology: Topology, file: str = "<services>") -> list[Service]:
     def fail(where: str, problem: str):
-        raise ServiceError(f"{file}: {where}: {problem}")
+        raise ServiceError(one_line(f"{file}: {where}: {problem}"))
 
     if not isinstance(data, dict) or set(data) != {"services"} or not isinstance(data["services"], list):
         fail("(top)", "must be a mapping with one key, services, holding a list")
@@ -112,8 +118,10 @@ def parse_services(data: Any, topology: Topology, file: str = "<services>") -> l
         name = spec.get("name")
         if not isinstance(name, str) or not name:
             fail(f"{where}.name", "is required (a string)")
+        if not isinstance(spec.get("vip"), str):
+            fail(f"{where}.vip", f"must be an IPv4 address in {VIP_NETWORK}, as a string")
         try:
-            vip = ipaddress.ip_address(str(spec.get("vip")))
+            vip = ipaddress.ip_address(spec["vip"])
         except ValueError:
             fail(f"{where}.vip", f"{spec.get('vip')!r} is not an IPv4 address")
         if vip not in VIP_NETWORK or int(vip.packed[-1]) in (0, 255):
@@ -122,6 +130,8 @@ def parse_services(data: Any, topology: Topology, file: str = "<services>") -> l
                      for j, e in enumerate(_nonempty_list(spec, "endpoints", where, fail))]
         consumers = []
         for j, c in enumerate(_nonempty_list(spec, "consumers", where, fail)):
+            if not isinstance(c, str):
+                fail(f"{where}.consumers[{j}]", "must be a host name or a role")
             if c in topology.hosts:
                 consumers.append(c)
             elif c in HOST_ROLES:
@@ -130,7 +140,7 @@ def parse_services(data: Any, topology: Topology, file: str = "<services>") -> l
                 fail(f"{where}.consumers[{j}]", f"{c!r} is neither a host nor a role")
         protocol, port = _protocol_port(spec, name, where, fail)
         if any(s.name == name or s.vip == str(vip) for s in services):
-            fail(where, f"duplicate service name or vip ({name}, {vip})")
+            fail(where, f"duplicate service name or vip ({name!r}, {vip})")
         services.append(Service(name, str(vip), tuple(endpoints), tuple(dict.fromkeys(consumers)),
                                 port, protocol))
     return services
@@ -163,7 +173,7 @@ def _endpoint(spec: Any, topology: Topology, where: str, fail) -> Endpoint:
     if not isinstance(spec, dict) or not set(spec) <= {"host", "bias"}:
         fail(where, "must be a host name or {host: NAME, bias: N}")
     host, bias = spec.get("host"), spec.get("bias", 0)
-    if host not in topology.hosts:
+    if not isinstance(host, str) or host not in topology.hosts:
         fail(f"{where}.host", f"unknown host {host!r}")
     if isinstance(bias, bool) or not isinstance(bias, int) or not -MAX_BIAS <= bias <= MAX_BIAS:
         fail(f"{where}.bias", f"must be an integer from -{MAX_BIAS} to {MAX_BIAS}, got {bias!r}")

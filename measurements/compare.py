@@ -39,14 +39,13 @@ the report (a stage of its own): measurements/report/.
 from __future__ import annotations
 
 import platform
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controllers.strategies import COMPARED, STRATEGIES
-from lab.files import write_json
+from lab.files import atomic_write, copy_file, results_dir, write_json
 from measurements.cells import (CLIENT_INTERVAL_S, DB_OPERATIONS, FAILOVER, FAILURE_WINDOW_S,
                                 PAGE_QUERIES, REQUEST_TIMEOUT_S, SERVICE_INTERVAL_S,
                                 WRITER_INTERVAL_S, CompareRun)
@@ -124,12 +123,9 @@ def run_compare(topology, strategies=COMPARED, scenarios=tuple(SCENARIOS),
                          f"(choose from {', '.join(STRATEGIES)})")
     topo = topology if isinstance(topology, Topology) else load(topology)
     chosen = scenarios_of(topo, scenarios)
-    out = Path(out_dir or f"results/compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("requests.jsonl", "db.csv", "cells.jsonl"):
-        (out / name).unlink(missing_ok=True)
+    out = results_dir(out_dir, "compare")
     if topo.source and Path(topo.source).is_file():
-        shutil.copy(topo.source, out / Path(topo.source).name)
+        copy_file(topo.source, out / Path(topo.source).name)
     if lab_factory is None:
         from controllers.forwarding import make_lab as lab_factory
     setup = _setup(topo, strategies, chosen, samples, failure_window_s)
@@ -166,5 +162,5 @@ def _keep_controller_events(log: Path, start: int, dest: Path) -> None:
     with open(log, "rb") as f:
         f.seek(start)
         lines = f.read().decode(errors="replace").splitlines()
-    dest.write_text("".join(line + "\n" for line in lines
-                            if " HybridLabApp " in line and " DEBUG " not in line))
+    atomic_write(dest, "".join(line + "\n" for line in lines
+                               if " HybridLabApp " in line and " DEBUG " not in line))

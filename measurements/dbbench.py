@@ -19,12 +19,11 @@ Files in the output directory (a report can be recomputed from the first two):
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.files import write_json
+from lab.files import copy_file, results_dir, write_json
 from measurements.dbresults import (Placement, model_check, summarize_samples,
                                     write_samples_csv)
 from measurements.dbworkload import DbWorkload
@@ -65,21 +64,27 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
     topology: a topology file (or a loaded Topology); replica: the host to read replica
     reads from (default: the standby); placements: host names to measure from (default:
     every service and monolith host); port: the servers' port (by default one the
-    controller's "db" service does not rewrite, so each server is reached directly).
+    controller's "db" service does not rewrite, so each server is reached directly);
+    out_dir: new or empty (earlier results are never overwritten), by default
+    results/db-<time>. Bad arguments are a ValueError before the lab comes up.
     """
     if samples < 1 or page_queries < 1:
         raise ValueError("samples and page_queries must be at least 1")
     topo = topology if isinstance(topology, Topology) else load(topology)
-    out = Path(out_dir or f"results/db-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    if topo.source and Path(topo.source).is_file():
-        shutil.copy(topo.source, out / Path(topo.source).name)
     chosen = placements_of(topo)
     if placements is not None:
         unknown = set(placements) - {p.host for p in chosen}
         if unknown:
             raise ValueError(f"not a service or monolith host: {', '.join(sorted(unknown))}")
         chosen = [p for p in chosen if p.host in placements]
+    databases = [h.name for role in ("db-primary", "db-standby")
+                 for h in topo.hosts_with_role(role)]
+    if replica is not None and replica not in databases:
+        raise ValueError(f"--replica: {replica!r} is not a database host "
+                         f"({', '.join(databases) or 'none'})")
+    out = results_dir(out_dir, "db")
+    if topo.source and Path(topo.source).is_file():
+        copy_file(topo.source, out / Path(topo.source).name)
     if lab_factory is None:
         from controllers.forwarding import make_lab as lab_factory
     setup = {"topology": str(topo.source), "samples": samples, "page_queries": page_queries,

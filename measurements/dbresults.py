@@ -7,10 +7,12 @@ those rows alone, so a benchmark's figures can be recomputed and checked without
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.files import atomic_write
 from measurements.stats import DEFAULT_SEED, percentile, summarize
 
 CSV_FIELDS = ("placement", "operation", "start_time", "latency_ms", "ok")
@@ -39,12 +41,14 @@ class Placement:
 
 
 def write_samples_csv(path: Path, samples: list[Sample]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_FIELDS)
-        for s in samples:
-            writer.writerow([s.placement, s.operation, f"{s.start_time:.6f}",
-                             f"{s.latency_ms:.4f}", int(s.ok)])
+    """samples.csv, written atomically (lab.files)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(CSV_FIELDS)
+    for s in samples:
+        writer.writerow([s.placement, s.operation, f"{s.start_time:.6f}",
+                         f"{s.latency_ms:.4f}", int(s.ok)])
+    atomic_write(path, text.getvalue())
 
 
 def read_samples_csv(path: Path) -> list[Sample]:

@@ -7,10 +7,11 @@ Faucet's configuration classes.
 
 from __future__ import annotations
 
+import codecs
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -45,6 +46,8 @@ class _Reader:
         value = self.data[key]
         numeric = types in (float, (float,))
         if numeric and isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > 1e300:
+                self.fail(key, "must be a finite number")
             value = float(value)
         if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
             self.fail(key, f"must be {_type_label(types)}, got a boolean")
@@ -87,20 +90,82 @@ def _list(reader: _Reader, key: str, required: bool = True) -> list:
 
 
 def load(path: str | Path) -> Topology:
-    """Read and validate a topology file."""
+    """Read and validate a topology file; any problem is a one-line TopologyError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise TopologyError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a path with a NUL byte
+        raise TopologyError(path, "(file)", f"cannot read: {exc}") from None
+    data = read_yaml(raw, str(path), TopologyError)
     try:
-        data = yaml.safe_load(text)
+        return parse(data, str(path))
+    except RecursionError:
+        raise TopologyError(path, "(top)", "nested too deeply") from None
+
+
+def read_yaml(raw: bytes, file: str, error: Callable[[str, str, str], Exception]) -> Any:
+    """YAML data from a file's bytes (UTF-8, or UTF-16/32 with a byte-order mark); a problem
+    raises `error(file, where, problem)`. Shared with the controller's services file."""
+    try:
+        text = _decode(raw)
+    except UnicodeDecodeError as exc:
+        raise error(file, "(file)", f"not UTF-8 text (byte {exc.start}: "
+                                    f"{exc.object[exc.start:exc.start + 1]!r})") from None
+    try:
+        _check_depth(text)
+        return yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(yaml)"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TopologyError(path, where, f"not valid YAML: {problem}") from None
-    return parse(data, str(path))
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(file, where, f"not valid YAML: {_one_line(problem)}") from None
+    except RecursionError:
+        raise error(file, "(yaml)", "not valid YAML: nested too deeply") from None
+    except (ValueError, OverflowError, TypeError) as exc:  # e.g. a timestamp's day 45
+        raise error(file, "(yaml)", f"not valid YAML: {_one_line(str(exc))}") from None
+
+
+# libyaml's parser where PyYAML has it (the same safe constructor, faster).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+MAX_DEPTH = 64
+_OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _check_depth(text: str) -> None:
+    """A YAMLError for nesting deeper than MAX_DEPTH, found from the parser's events alone
+    (building deeply nested data first would take seconds and end in a RecursionError)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):
+        if isinstance(event, _OPEN):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_DEPTH} levels deep",
+                                           problem_mark=event.start_mark)
+        elif isinstance(event, _CLOSE):
+            depth -= 1
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 text, or UTF-8/16/32 after a byte-order mark; NUL and other characters YAML
+    forbids are left for the YAML parser to name."""
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            return raw.decode(encoding)
+    return raw.decode("utf-8")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse(data: Any, file: str = "<topology>") -> Topology:

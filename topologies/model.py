@@ -35,7 +35,16 @@ class TopologyError(ValueError):
 
     def __init__(self, file: str | Path, where: str, problem: str):
         self.file, self.where, self.problem = str(file), where, problem
-        super().__init__(f"{file}: {where}: {problem}")
+        super().__init__(one_line(f"{file}: {where}: {problem}"))
+
+
+# Every character str.splitlines() breaks at, shown escaped instead.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks escaped: an error message stays one line."""
+    return text.translate(_LINE_BREAKS)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,12 @@ plt`): importing it elsewhere first could pick an interactive backend."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
+
+from lab.files import atomic_write
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -15,6 +18,11 @@ DPI = 110
 
 
 def save(fig, path: Path) -> None:
-    """The figure as a PNG at the report's resolution; then its memory is freed."""
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    """The figure as a PNG at the report's resolution, written atomically; then its memory
+    is freed."""
+    png = io.BytesIO()
+    try:
+        fig.savefig(png, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    atomic_write(path, png.getvalue())

@@ -3,12 +3,12 @@ files (report.md, results.json, the plots), from those files alone."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from lab.files import atomic_write, write_json
 from measurements.report.markdown import render_markdown
 from measurements.report.plots import write_all
-from measurements.report.raw import load_raw
+from measurements.report.raw import ReportError, load_raw
 from measurements.report.results import compute
 
 
@@ -18,7 +18,10 @@ def write_report(out_dir: str | Path) -> dict:
     out = Path(out_dir)
     raw = load_raw(out)
     results = compute(raw)
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "report.md").write_text(render_markdown(results))
-    results["plots"] = write_all(raw, results, out)
+    try:
+        write_json(out / "results.json", results)
+        atomic_write(out / "report.md", render_markdown(results))
+        results["plots"] = write_all(raw, results, out)
+    except OSError as exc:
+        raise ReportError(f"{exc.filename or out}: cannot write: {exc.strerror or exc}") from None
     return results
