@@ -1,11 +1,14 @@
-"""The controller's JSON API over HTTP, on 127.0.0.1 by default (standard library only).
+"""The controller's JSON API over HTTP, on 127.0.0.1 by default: Falcon served by waitress.
 
-os-ken 4 ships no WSGI framework, and the API is six routes, so a `ThreadingHTTPServer`
-in its own thread serves it. Routes:
-  GET /v1/topology | /v1/strategy | /v1/paths | /v1/links | /v1/endpoints
+Falcon routes and answers (404 for an unknown path, 405 with Allow for a method a resource
+does not take), waitress serves it from a small pool of threads beside the controller's own:
+it reads a whole request before a thread takes it, so a client that stalls holds no thread,
+and it closes a connection idle for `timeout` seconds. Every answer is JSON, errors as
+{"error": "..."}; a rejected request changes nothing. The API is described by the OpenAPI
+document it serves at /v1/openapi.json (the tests fuzz the API from it).
+
+  GET /v1/topology | /v1/strategy | /v1/paths | /v1/links | /v1/endpoints | /v1/openapi.json
   PUT /v1/strategy {"name": "<strategy>"}
-Errors are JSON `{"error": "..."}` with 400 (bad request, unknown strategy: the current one
-stays), 404 (no such route) or 405 (wrong method).
 """
 
 from __future__ import annotations
@@ -13,11 +16,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
+import falcon
+import waitress
+
 RESOURCES = ("topology", "strategy", "paths", "links", "endpoints")
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # what the API reads; larger bodies get its JSON 400
+# What waitress buffers before the API sees a request: well above MAX_BODY, so that the API,
+# not waitress's plain-text 413, answers every body a client could mean.
+SERVER_MAX_BODY = 16 * 1024 * 1024
+IDLE_TIMEOUT_S = 10
+THREADS = 4
 
 
 class Backend(Protocol):
@@ -28,104 +38,132 @@ class Backend(Protocol):
         """Switch strategy (raises ValueError for an unknown one); returns the new strategy view."""
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+def _resource_doc(name: str) -> dict:
+    return {"get": {"summary": f"the controller's {name}", "operationId": f"get_{name}",
+                    "responses": {"200": {"description": name, "content": {
+                        "application/json": {"schema": {"type": "object"}}}}}}}
 
 
-def _resource(path: str) -> str:
-    parts = path.split("?", 1)[0].strip("/").split("/")
-    if len(parts) != 2 or parts[0] != "v1" or parts[1] not in RESOURCES:
-        raise ApiError(404, f"no such resource {path!r} (try /v1/{{{','.join(RESOURCES)}}})")
-    return parts[1]
+ERROR = {"description": "rejected; nothing changed", "content": {"application/json": {
+    "schema": {"type": "object", "required": ["error"],
+               "properties": {"error": {"type": "string"}}}}}}
+OPENAPI = {
+    "openapi": "3.0.3",
+    "info": {"title": "hclab controller", "version": "1"},
+    "paths": {**{f"/v1/{name}": _resource_doc(name) for name in RESOURCES},
+              "/v1/openapi.json": _resource_doc("openapi")},
+}
+OPENAPI["paths"]["/v1/strategy"]["put"] = {
+    "summary": "switch the routing strategy (paths change at run time)",
+    "operationId": "put_strategy",
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["name"],
+        "properties": {"name": {"type": "string"}}}}}},
+    "responses": {"200": {"description": "the new strategy", "content": {
+        "application/json": {"schema": {"type": "object"}}}}, "400": ERROR},
+}
 
 
-def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "hclab-controller/1"
+class _View:
+    """GET of one resource."""
 
-        def log_message(self, format: str, *args) -> None:  # keep the controller log quiet
-            pass
+    def __init__(self, backend: Backend, name: str):
+        self.backend, self.name = backend, name
 
-        def _reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body, indent=1).encode() + b"\n"
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _run(self, method: str) -> None:
-            try:
-                self._reply(200, self._dispatch(method))
-            except ApiError as exc:
-                self._reply(exc.status, {"error": str(exc)})
-
-        def _dispatch(self, method: str) -> dict:
-            resource = _resource(self.path)
-            if method == "GET":
-                return backend.view(resource)
-            if resource != "strategy":
-                raise ApiError(405, f"only GET is allowed on /v1/{resource}")
-            name = self._json_body().get("name")
-            if not isinstance(name, str):
-                raise ApiError(400, 'body must be a JSON object {"name": "<strategy>"}')
-            try:
-                return backend.set_strategy(name)
-            except ValueError as exc:
-                raise ApiError(400, str(exc)) from None
-
-        def _json_body(self) -> dict:
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                raise ApiError(400, "bad Content-Length") from None
-            if not 0 < length <= MAX_BODY:
-                raise ApiError(400, f"a JSON body of 1 to {MAX_BODY} bytes is required")
-            try:
-                body = json.loads(self.rfile.read(length))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ApiError(400, f"body is not valid JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise ApiError(400, "body must be a JSON object")
-            return body
-
-        def do_GET(self) -> None:
-            self._run("GET")
-
-        def do_PUT(self) -> None:
-            self._run("PUT")
-
-        def do_POST(self) -> None:
-            self._run("POST")
-
-        def do_DELETE(self) -> None:
-            self._run("DELETE")
-
-    return Handler
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.backend.view(self.name)
 
 
-class ApiServer(ThreadingHTTPServer):
-    """One thread per request; `cpu_s` adds up the CPU time those threads used."""
+class _Strategy(_View):
+    """GET, and PUT {"name": ...}: the current strategy stays on any error."""
 
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
-        super().__init__(address, handler)
-        self.cpu_s = 0.0
-        self._cpu_lock = threading.Lock()
-
-    def process_request_thread(self, request, client_address) -> None:
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        name = _json_object(req).get("name")
+        if not isinstance(name, str):
+            raise falcon.HTTPBadRequest(description='body must be a JSON object '
+                                                    '{"name": "<strategy>"}')
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._cpu_lock:
-                self.cpu_s += time.thread_time()
+            resp.media = self.backend.set_strategy(name)
+        except ValueError as exc:
+            raise falcon.HTTPBadRequest(description=str(exc)) from None
 
 
-def serve(backend: Backend, host: str = "127.0.0.1", port: int = 8080) -> ApiServer:
+class _OpenApi:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = OPENAPI
+
+
+def _json_object(req: falcon.Request) -> dict:
+    """The request's body as a JSON object, or a 400 that names what is wrong."""
+    length = req.content_length
+    if not length or length > MAX_BODY:
+        raise falcon.HTTPBadRequest(description=f"a JSON body of 1 to {MAX_BODY} bytes is required")
+    raw = req.bounded_stream.read(length)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested beyond reason
+        raise falcon.HTTPBadRequest(
+            description=f"body is not valid JSON: {str(exc)[:200] or type(exc).__name__}") from None
+    if not isinstance(body, dict):
+        raise falcon.HTTPBadRequest(description="body must be a JSON object")
+    return body
+
+
+def _error_body(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+    """Every error as {"error": "..."} (Falcon's own errors included: 404, 405, 400)."""
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps({"error": exc.description or exc.title})
+
+
+class _Timing:
+    """Adds up the CPU time the API's threads spend on requests (the controller leaves it out
+    of its own load: controllers.app)."""
+
+    def __init__(self):
+        self.cpu_s = 0.0
+        self._lock = threading.Lock()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.cpu0 = time.thread_time()
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        with self._lock:
+            self.cpu_s += time.thread_time() - getattr(req.context, "cpu0", time.thread_time())
+
+
+def make_app(backend: Backend) -> tuple[falcon.App, _Timing]:
+    timing = _Timing()
+    app = falcon.App(middleware=[timing], cors_enable=False)
+    app.set_error_serializer(_error_body)
+    app.req_options.strip_url_path_trailing_slash = True
+    for name in RESOURCES:
+        app.add_route(f"/v1/{name}", (_Strategy if name == "strategy" else _View)(backend, name))
+    app.add_route("/v1/openapi.json", _OpenApi())
+    return app, timing
+
+
+class ApiServer:
+    """The API served in a daemon thread; `shutdown()` stops it."""
+
+    def __init__(self, backend: Backend, host: str, port: int, timeout: float = IDLE_TIMEOUT_S):
+        app, self._timing = make_app(backend)
+        self._server = waitress.create_server(
+            app, host=host, port=port, threads=THREADS, channel_timeout=timeout,
+            cleanup_interval=1, max_request_body_size=SERVER_MAX_BODY, ident="hclab-controller", expose_tracebacks=False)
+        self.server_address = (host, self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name="rest", daemon=True)
+        self._thread.start()
+
+    @property
+    def cpu_s(self) -> float:
+        return self._timing.cpu_s
+
+    def shutdown(self) -> None:
+        self._server.close()
+        self._server.task_dispatcher.shutdown()
+
+
+def serve(backend: Backend, host: str = "127.0.0.1", port: int = 8080,
+          timeout: float = IDLE_TIMEOUT_S) -> ApiServer:
     """Start serving in a daemon thread; call `.shutdown()` on the result to stop."""
-    server = ApiServer((host, port), _handler(backend))
-    threading.Thread(target=server.serve_forever, name="rest", daemon=True).start()
-    return server
+    return ApiServer(backend, host, port, timeout)
