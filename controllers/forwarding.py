@@ -148,13 +148,14 @@ def parse_controller(spec: str) -> tuple[str, str, int]:
     if kind != "tcp" or not host or not port:
         raise ValueError(f"--controller: {_shown(spec)}: expected {CONTROLLER_HELP}")
     if not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
-        raise ValueError(f"--controller: {_shown(spec)}: the port must be a number from 1 to 65535")
+        raise ValueError(f"--controller: {_shown(spec)}: the port must be a number from 1 to "
+                         f"65535")
     try:
         ipaddress.IPv4Address(host)
     except ValueError:
         if not _valid_host_name(host):
-            raise ValueError(f"--controller: {_shown(spec)}: {_shown(host)} is neither an IPv4 address nor "
-                             f"a valid host name") from None
+            raise ValueError(f"--controller: {_shown(spec)}: {_shown(host)} is neither an "
+                             f"IPv4 address nor a valid host name") from None
     return "remote", host, int(port)
 
 

@@ -54,6 +54,25 @@ def placements_of(topology) -> list[Placement]:
             for h in topology.hosts.values() if h.role in PLACEMENT_ROLES]
 
 
+def _chosen(topo: Topology, samples: int, page_queries: int, replica: str | None,
+            placements: list[str] | None) -> list[Placement]:
+    """The placements to measure from; a ValueError for a bad argument, before the lab."""
+    if samples < 1 or page_queries < 1:
+        raise ValueError("samples and page_queries must be at least 1")
+    chosen = placements_of(topo)
+    if placements is not None:
+        unknown = set(placements) - {p.host for p in chosen}
+        if unknown:
+            raise ValueError(f"not a service or monolith host: {', '.join(sorted(unknown))}")
+        chosen = [p for p in chosen if p.host in placements]
+    databases = [h.name for role in ("db-primary", "db-standby")
+                 for h in topo.hosts_with_role(role)]
+    if replica is not None and replica not in databases:
+        raise ValueError(f"--replica: {replica!r} is not a database host "
+                         f"({', '.join(databases) or 'none'})")
+    return chosen
+
+
 def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None,
                  page_queries: int = 20, replica: str | None = None,
                  size: DataSize = DataSize(), warmup: int = 5, ping_count: int = 20,
@@ -68,20 +87,8 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
     out_dir: new or empty (earlier results are never overwritten), by default
     results/db-<time>. Bad arguments are a ValueError before the lab comes up.
     """
-    if samples < 1 or page_queries < 1:
-        raise ValueError("samples and page_queries must be at least 1")
     topo = topology if isinstance(topology, Topology) else load(topology)
-    chosen = placements_of(topo)
-    if placements is not None:
-        unknown = set(placements) - {p.host for p in chosen}
-        if unknown:
-            raise ValueError(f"not a service or monolith host: {', '.join(sorted(unknown))}")
-        chosen = [p for p in chosen if p.host in placements]
-    databases = [h.name for role in ("db-primary", "db-standby")
-                 for h in topo.hosts_with_role(role)]
-    if replica is not None and replica not in databases:
-        raise ValueError(f"--replica: {replica!r} is not a database host "
-                         f"({', '.join(databases) or 'none'})")
+    chosen = _chosen(topo, samples, page_queries, replica, placements)
     out = results_dir(out_dir, "db")
     if topo.source and Path(topo.source).is_file():
         copy_file(topo.source, out / Path(topo.source).name)

@@ -133,9 +133,13 @@ def _short(value) -> str:
 
 
 def _consistent(raw: dict, out: Path) -> None:
-    """The names the records use are the setup's: hosts in its topology, sites of its
-    hosts, strategies it ran."""
+    """At least one cell and one site; the names the records use are the setup's: hosts in
+    its topology, sites of its hosts, strategies it ran."""
+    if not raw["cells"]:
+        raise ReportError(f"{out / 'cells.jsonl'}: no cell was recorded (nothing to report)")
     topo = raw["setup"]["topology"]
+    if not topo["sites"]:
+        raise ReportError(f"{out / 'setup.json'}: topology.sites: is empty")
     sites = {s["name"] for s in topo["sites"]}
     hosts = {h["name"] for h in topo["hosts"]}
     for i, h in enumerate(topo["hosts"]):

@@ -118,7 +118,7 @@ def test_corrupt_raw_files_give_a_report_or_one_line_naming_the_file(how, data):
         report_or_one_line(run)
 
 
-@fuzz(12)
+@fuzz(15)
 @given(corruption(), st.data())
 def test_lab_report_on_a_corrupt_directory_exits_2_with_one_line(how, data):
     with corrupted(how, data.draw) as run:
