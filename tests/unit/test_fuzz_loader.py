@@ -3,8 +3,10 @@ file, through the loader and through `lab topo check`, never another exception."
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,7 @@ from topologies.model import Topology, TopologyError
 DEFAULT_TEXT = DEFAULT_TOPOLOGY.read_text()
 DEFAULT_DATA = yaml.safe_load(DEFAULT_TEXT)
 WORK = Path(tempfile.mkdtemp(prefix="hclab-fuzz-"))
+atexit.register(shutil.rmtree, WORK, True)
 LAB = Path(sys.executable).parent / "lab"
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 

@@ -4,9 +4,11 @@ replaced here, so no lab comes up. The services file (`lab controller --services
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -154,6 +156,7 @@ SERVICES = {"services": [
     {"name": "db", "vip": "10.0.0.10", "consumers": ["monolith", "service"],
      "endpoints": ["pg1", "pg2"]}]}
 WORK = Path(tempfile.mkdtemp(prefix="hclab-services-"))
+atexit.register(shutil.rmtree, WORK, True)
 
 
 @st.composite

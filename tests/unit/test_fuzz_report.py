@@ -3,6 +3,7 @@ naming the file (ReportError, exit 2), never a traceback."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import shutil
@@ -22,6 +23,7 @@ from tests.unit.fuzzing import change, fuzz, run_lab
 
 RAW_FILES = ("setup.json", "cells.jsonl", "requests.jsonl", "db.csv")
 TEMPLATE = Path(tempfile.mkdtemp(prefix="hclab-raw-"))
+atexit.register(shutil.rmtree, TEMPLATE, True)
 test_report.raw_dir.__wrapped__(TEMPLATE)  # the report tests' small comparison
 
 
