@@ -43,15 +43,24 @@ class ControllerError(ForwardingError):
     """The controller could not start or answer; the message carries the end of its log."""
 
 
+def _port(low: int):
+    """argparse type: a TCP port number from `low` to 65535 (a bad one: exit 2, one line)."""
+    def port(text: str) -> int:
+        if not text.isascii() or not text.isdigit() or not low <= int(text) <= 65535:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a port number ({low}-65535)")
+        return int(text)
+    return port
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="controllers.launcher", description=__doc__.splitlines()[0])
     p.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY, help="topology YAML file")
     p.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"one of {', '.join(STRATEGIES)}")
     p.add_argument("--services", type=Path, help="services YAML (default: built from host roles)")
     p.add_argument("--ofp-host", default=LOCALHOST, help="OpenFlow listen address")
-    p.add_argument("--ofp-port", type=int, default=6653)
+    p.add_argument("--ofp-port", type=_port(1), default=6653)
     p.add_argument("--rest-host", default=LOCALHOST)
-    p.add_argument("--rest-port", type=int, default=8080, help="0 disables the REST API")
+    p.add_argument("--rest-port", type=_port(0), default=8080, help="0 disables the REST API")
     p.add_argument("--probe-interval", type=float, default=Options.probe_interval_s,
                    help="least seconds between rounds of delay probes and echo requests "
                         "(more where the controller or the switches are slow)")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from controllers.launcher import ROUTE_SETTLE_S
-from lab.files import write_json
+from lab.files import open_append, write_json
 from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
 from measurements.dbbench import placements_of
@@ -324,7 +324,7 @@ class CompareRun:
         marked invalid, and the comparison stops there (the network is not the lab's)."""
         if self.lab.died:
             record["invalid"] = self.lab.died
-        with open(self.out / "cells.jsonl", "a") as f:
+        with open_append(self.out / "cells.jsonl") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
         if self.lab.died:
@@ -348,7 +348,7 @@ class CompareRun:
     def _append_requests(self, raw: Path, written: list[dict], scenario: str,
                          strategy: str) -> None:
         sites = {h.name: h.site for h in self.topo.hosts.values()}
-        with open(self.out / "requests.jsonl", "a") as dst:
+        with open_append(self.out / "requests.jsonl") as dst:
             for rec in read_json_lines(raw) + written:
                 dst.write(json.dumps({"scenario": scenario, "strategy": strategy, **rec,
                                       "site": sites.get(rec["src"])}) + "\n")
@@ -356,7 +356,7 @@ class CompareRun:
     def _append_db(self, rows: list[list]) -> None:
         path = self.out / "db.csv"
         new = not path.exists()
-        with open(path, "a", newline="") as f:
+        with open_append(path, newline="") as f:
             writer = csv.writer(f)
             if new:
                 writer.writerow(DB_FIELDS)

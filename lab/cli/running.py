@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from controllers.forwarding import make_lab, parse_controller
 from lab.cli.output import UsageError, console, fmt
+from lab.files import write_json
 from lab.network import LabError
 from lab.switchpriority import PRIORITY
 from topologies.loader import load
@@ -115,7 +115,7 @@ def cmd_run(args) -> int:
     _print_rtt_table(pairs)
     report = {"setup": setup, "pairs": [p.as_dict() for p in pairs],
               "reachable_pairs": len(pairs) - len(unreachable), "total_pairs": len(pairs)}
-    (out / "site-rtt.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "site-rtt.json", report)
     console.print(f"reachability: {len(pairs) - len(unreachable)}/{len(pairs)} site pairs "
                   f"answer; {len(lossy)} with some loss; torn down in {setup['teardown_s']:.2f} s")
     console.print(f"results written to {out}/site-rtt.json")
@@ -151,7 +151,7 @@ def cmd_verify(args) -> int:
                   f"error |median| {report['median_abs_path_error_ms']} ms, max "
                   f"{report['max_abs_path_error_ms']} ms")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        write_json(args.json, report)
         console.print(f"report written to {args.json}")
     return 0 if report["pass"] else 1
 
