@@ -91,7 +91,8 @@ class Lab:
 
     def __init__(self, topology: Topology, controller: str = "builtin", links: str = "auto",
                  strategy: str = "latency", calibrate: bool = True, ofp_port: int = 6653,
-                 rest_port: int = 8080, caps: Capabilities | None = None, log=print):
+                 rest_port: int = 8080, caps: Capabilities | None = None, log=print,
+                 services: str | Path | None = None):
         try:
             self.controller_kind, self.controller_host, port = parse_controller(controller)
         except ValueError as exc:
@@ -106,6 +107,7 @@ class Lab:
         except EmulationError as exc:
             raise LabError(str(exc)) from None
         self.calibrate = calibrate
+        self.services = services  # a services file for the builtin controller (None: defaults)
         self.log = log
         self.net: Mininet | None = None
         self.state: RunState | None = None
@@ -152,7 +154,8 @@ class Lab:
             try:
                 self.controller = start_controller(
                     self.topology.source, strategy=self.strategy, ofp_port=self.ofp_port,
-                    rest_port=self.rest_port, log_path=run_dir() / "controller.log")
+                    rest_port=self.rest_port, log_path=run_dir() / "controller.log",
+                    extra_args=("--services", str(self.services)) if self.services else ())
             except ControllerError as exc:
                 raise LabError(f"the controller did not start: {exc}") from None
         if self.caps.datapath == "user":

@@ -380,12 +380,13 @@ class CompareResult:
 def run_compare(topology, strategies=STRATEGIES, scenarios=SCENARIOS,
                 samples: int = DEFAULT_SAMPLES, out_dir: str | Path | None = None,
                 console: Console | None = None, lab_factory=None, report: bool = True,
-                failure_window_s: float = FAILURE_WINDOW_S) -> CompareResult:
+                failure_window_s: float = FAILURE_WINDOW_S, seed: int = 0) -> CompareResult:
     """Bring the lab up once, run every scenario x strategy cell, write the raw files.
 
     samples: database requests per operation, placement and phase (the probes' counts follow
-    from their intervals and the cell's length). Writes the report at the end unless
-    `report` is false. Teardown always runs.
+    from their intervals and the cell's length). seed: of the writers' random rows (a
+    sweep's repetitions differ by it). Writes the report at the end unless `report` is
+    false. Teardown always runs.
     """
     from topologies.model import Topology, load
 
@@ -416,7 +417,7 @@ def run_compare(topology, strategies=STRATEGIES, scenarios=SCENARIOS,
                           "service_interval_s": SERVICE_INTERVAL_S,
                           "writer_interval_s": WRITER_INTERVAL_S, "failover": FAILOVER,
                           "request_timeout_s": REQUEST_TIMEOUT_S,
-                          "failure_window_s": failure_window_s}}
+                          "failure_window_s": failure_window_s, "seed": seed}}
     t_start = time.monotonic()
     result = CompareResult(out, 0.0)
     lab = lab_factory(topo, strategy=strategies[0], log=console.print)
@@ -426,7 +427,7 @@ def run_compare(topology, strategies=STRATEGIES, scenarios=SCENARIOS,
         setup["controller"] = lab.controller_kind
         setup["calibration"] = lab.calibration.as_dict() if lab.calibration else None
         setup["bring_up_s"] = round(lab.timing.up_s, 3)
-        run = _Run(lab, topo, out, samples, console, failure_window_s)
+        run = _Run(lab, topo, out, samples, console, failure_window_s, seed)
         log = getattr(lab.controller, "log_path", None)  # None: a controller of the user's
         log_start = log.stat().st_size if log and log.exists() else 0
         try:
@@ -454,10 +455,10 @@ class _Run:
     """One comparison inside a running lab: app server, databases, cells."""
 
     def __init__(self, lab, topo, out: Path, samples: int, console: Console,
-                 failure_window_s: float):
+                 failure_window_s: float, seed: int = 0):
         self.lab, self.topo, self.out = lab, topo, out
         self.samples, self.console = samples, console
-        self.failure_window_s = failure_window_s
+        self.failure_window_s, self.seed = failure_window_s, seed
         self.server: subprocess.Popen | None = None
         self.failover: subprocess.Popen | None = None
         self.dbs = None
@@ -548,7 +549,7 @@ class _Run:
                   "user": self.dbs.user}
         return {h: self._spawn_in(h, "measurements.dbbench_worker", f"writer-{h}", {
                     "mode": "writer", "primary": target, "patients": self.dbs.size.patients,
-                    "interval_s": WRITER_INTERVAL_S, "seed": i,
+                    "interval_s": WRITER_INTERVAL_S, "seed": self.seed * 1000 + i,
                     "out": str(self.scratch / f"writer-{h}.jsonl")})
                 for i, h in enumerate(db["consumers"])
                 if self.topo.hosts[h].role in ("service", "monolith")}
