@@ -200,8 +200,10 @@ def parse_sweep(data: Any, file: str = "<sweep>", base_dir: Path = Path("."),
                for c, combo in enumerate(combos)
                for p, point in enumerate(listed or [{}])]
     merged = [_merge([base, *parts]) for _, parts in entries]
-    swept_keys = [k for k in dict.fromkeys(k for m in merged for k in m)
-                  if len({json.dumps(m.get(k), sort_keys=True) for m in merged}) > 1]
+    # The swept parameters: the grid's, and any other whose value differs between points.
+    swept_keys = list(dict.fromkeys([*(k for g in grid.values() for k in g[0]), *(
+        k for k in dict.fromkeys(k for m in merged for k in m)
+        if len({json.dumps(m.get(k), sort_keys=True) for m in merged}) > 1)]))
     digest = hashlib.sha256(topology_text.encode()).hexdigest()
     points, seen = [], {}
     for (where, _), params in zip(entries, merged):
