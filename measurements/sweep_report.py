@@ -39,6 +39,7 @@ METRICS = {
 }
 # The metrics drawn against each swept parameter (outages only where a failure was injected).
 PLOTTED = ("client_p50_ms", "client_p99_ms", "client_outage_ms", "db_read_p50_ms")
+COLORS = plt.get_cmap("tab10").colors
 
 
 def interval(values: list[float], confidence: float = CONFIDENCE) -> dict:
@@ -176,16 +177,19 @@ def plot_parameters(results: dict, out: Path) -> list[Path]:
                                     for r in results["rows"]))
         numeric = all(_number(v) is not None for v in values)
         others = [p for p in results["parameters"] if p != parameter]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.8),
+        cols = min(2, len(metrics))
+        fig, axes = plt.subplots(-(-len(metrics) // cols), cols, figsize=(6 * cols, 8.4),
                                  squeeze=False)
+        for ax in axes.flat[len(metrics):]:
+            ax.set_visible(False)
         lines = defaultdict(list)
         for r in results["rows"]:
             key = " / ".join([r["strategy"], r["scenario"],
                               *(f"{p}={value_text(r['swept'].get(p))}" for p in others)])
             lines[key].append(r)
-        for ax, metric in zip(axes[0], metrics):
-            for key, rows in lines.items():
-                pts = []
+        for ax, metric in zip(axes.flat, metrics):
+            for i, (key, rows) in enumerate(lines.items()):
+                pts, each = [], []
                 for r in rows:
                     m = r["metrics"].get(metric)
                     if not m or m["mean"] is None:
@@ -195,23 +199,28 @@ def plot_parameters(results: dict, out: Path) -> list[Path]:
                     low = m["mean"] - m["ci95_low"] if m["ci95_low"] is not None else 0.0
                     high = m["ci95_high"] - m["mean"] if m["ci95_high"] is not None else 0.0
                     pts.append((x, m["mean"], low, high))
+                    each += [(x, v) for v in m["values"] if v is not None]
                 if not pts:
                     continue
                 pts.sort()
                 xs, ys, lows, highs = zip(*pts)
-                ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=3, label=key)
+                color = COLORS[i % len(COLORS)]
+                ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", capsize=3, color=color,
+                            label=key)
+                ax.scatter(*zip(*each), s=12, color=color, alpha=0.45)  # each repetition
             ax.set_title(results["metrics"][metric])
             ax.set_xlabel(parameter)
             if not numeric:
                 ax.set_xticks(range(len(values)), values, rotation=20)
             ax.grid(alpha=0.3)
-        handles, labels = axes[0][0].get_legend_handles_labels()
+        handles, labels = axes.flat[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)),
                        fontsize=8, frameon=False)
-        fig.suptitle(f"{results['sweep']}: key metrics against {parameter} "
-                     f"(mean over repetitions, {results['confidence']:.0%} interval)")
-        fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(labels) // 4), 1, 0.95))
+        fig.suptitle(f"{results['sweep']}: key metrics against {parameter}\n(mean over "
+                     f"repetitions with its {results['confidence']:.0%} interval; dots: each "
+                     f"repetition)")
+        fig.tight_layout(rect=(0, 0.05 + 0.03 * (len(labels) // 4), 1, 0.93))
         path = Path(out) / f"sweep-{_file_part(parameter)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)

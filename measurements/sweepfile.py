@@ -45,6 +45,10 @@ from topologies.model import _type_name as kind_of
 
 MAX_REPETITIONS = 100
 MAX_POINTS = 10_000
+# libyaml's parser and emitter where PyYAML has them: the pure-Python ones take tens of ms
+# a topology.
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class SweepError(ValueError):
@@ -172,8 +176,7 @@ def parse_sweep(data: Any, file: str = "<sweep>", base_dir: Path = Path("."),
         raise SweepError(file, "(top)", f"must be a mapping, got {kind_of(data)}")
     top = _validate(_File, data, file, "")
     topology_path = (base_dir / top.topology) if top.topology else DEFAULT_TOPOLOGY
-    topology_text, topology = _read_topology(file, topology_path)
-    topology_data = yaml.safe_load(topology_text)
+    topology_text, topology_data, topology = _read_topology(file, topology_path)
 
     base = _entry(file, "base", top.base, topology)
     grid = {}
@@ -218,13 +221,15 @@ def parse_sweep(data: Any, file: str = "<sweep>", base_dir: Path = Path("."),
                  points=tuple(points), parameters=tuple(swept_keys))
 
 
-def _read_topology(file: str, path: Path) -> tuple[str, Topology]:
+def _read_topology(file: str, path: Path) -> tuple[str, Any, Topology]:
+    """The topology file's text, its data and its model."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise SweepError(file, "topology", f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return text, parse(yaml.safe_load(text), str(path))
+        data = yaml.load(text, Loader=LOADER)
+        return text, data, parse(copy.deepcopy(data), str(path))
     except (TopologyError, yaml.YAMLError) as exc:
         raise SweepError(file, "topology", f"{path} is not a valid topology: {exc}") from None
 
@@ -374,8 +379,8 @@ def _point(file: str, where: str, params: dict[str, Any], swept_keys: list[str],
     label = ", ".join(f"{k}={value_text(v)}" for k, v in swept.items()) or "base"
     c, w, lab = overrides.controller, overrides.workload, overrides.lab
     fields = dict(
-        topology_yaml=yaml.safe_dump(data, sort_keys=False),
-        services_yaml=yaml.safe_dump(services, sort_keys=False) if services else None,
+        topology_yaml=yaml.dump(data, Dumper=DUMPER, sort_keys=False),
+        services_yaml=yaml.dump(services, Dumper=DUMPER, sort_keys=False) if services else None,
         strategies=tuple(c.strategies or COMPARED),
         scenarios=tuple(overrides.scenarios or SCENARIOS),
         samples=w.samples or DEFAULT_SAMPLES,
