@@ -40,7 +40,7 @@ from lab.emulation import CHOICES as LINK_BACKENDS
 from measurements.compare import (DEFAULT_SAMPLES, FAILURE_WINDOW_S, SCENARIOS,
                                   STRATEGIES as COMPARED, scenarios_of)
 from topologies.mininet_topo import DEFAULT_TOPOLOGY
-from topologies.model import MAX_DELAY_MS, Topology, TopologyError, parse
+from topologies.model import MAX_DELAY_MS, Topology, TopologyError, parse, read_yaml
 from topologies.model import _type_name as kind_of
 
 MAX_REPETITIONS = 100
@@ -155,17 +155,7 @@ class Sweep:
 def load(path: str | Path) -> Sweep:
     """Read and check a sweep file and the topology it names; SweepError names the field."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SweepError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SweepError(path, f"line {mark.line + 1}" if mark else "(yaml)",
-                         f"not valid YAML: {problem}") from None
+    data = read_yaml(path, SweepError)
     return parse_sweep(data, str(path), base_dir=path.parent, default_name=path.stem)
 
 
@@ -309,18 +299,9 @@ def _nest(file: str, where: str, raw: Any) -> dict:
             raise SweepError(file, _join(where, key), "empty part in a dotted key")
         if isinstance(value, dict):
             value = _nest(file, _join(where, key), value)
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SweepError(file, _join(where, key), "given twice")
-        leaf = parts[-1]
-        if leaf in node:
-            if not (isinstance(node[leaf], dict) and isinstance(value, dict)):
-                raise SweepError(file, _join(where, key), "given twice")
-            node[leaf] = _deep_merge(node[leaf], value, file, _join(where, key))
-        else:
-            node[leaf] = value
+        for part in reversed(parts):
+            value = {part: value}
+        nested = _deep_merge(nested, value, file, where)
     return nested
 
 

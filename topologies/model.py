@@ -258,19 +258,23 @@ def _list(reader: _Reader, key: str, required: bool = True) -> list:
 
 def load(path: str | Path) -> Topology:
     """Read and validate a topology file."""
-    path = Path(path)
+    return parse(read_yaml(Path(path)), str(path))
+
+
+def read_yaml(path: Path, error: type[Exception] = TopologyError) -> Any:
+    """A YAML file's data; a file that cannot be read or is not YAML raises
+    `error(path, where, problem)`."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise TopologyError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
+        raise error(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(yaml)"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TopologyError(path, where, f"not valid YAML: {problem}") from None
-    return parse(data, str(path))
+        raise error(path, where, f"not valid YAML: {problem}") from None
 
 
 def parse(data: Any, file: str = "<topology>") -> Topology:
