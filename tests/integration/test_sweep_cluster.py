@@ -42,6 +42,7 @@ def ray_cluster(monkeypatch):
     # address) in a short folder of this test's own, not in a /tmp/ray another user may have.
     with tempfile.TemporaryDirectory(prefix="hclab-ray-", dir="/tmp") as tmp:
         monkeypatch.setenv("RAY_TMPDIR", tmp)
+        monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no reports to Ray's servers
         cluster = Cluster(initialize_head=True, head_node_args={
             **common, "include_dashboard": False})
         try:
