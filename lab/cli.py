@@ -324,8 +324,12 @@ def cmd_sweep(args) -> int:
                   + (f"on the Ray cluster at {args.cluster}" if args.cluster
                      else "one at a time on this machine") + f"; results in {out}/")
     if args.cluster:
-        from measurements.sweep_ray import run_cluster
-        outcome = run_cluster(sweep, out, args.cluster, _print_sweep_event)
+        from measurements.sweep_ray import ClusterError, run_cluster
+        try:
+            outcome = run_cluster(sweep, out, args.cluster, _print_sweep_event)
+        except ClusterError as exc:
+            print(f"lab: {exc}", file=sys.stderr)
+            return 1
     else:
         outcome = run_local(sweep, out, _print_sweep_event)
     results = sweep_report.write_report(sweep, runs, out)

@@ -75,11 +75,28 @@ def run_on_worker(run) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+class ClusterError(RuntimeError):
+    """The cluster cannot run the sweep; the message says why."""
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT address must answer: Ray itself retries an unreachable one for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", or a ray:// client address: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(f"no Ray cluster answers at {address}: "
+                           f"{exc.strerror or exc}") from None
+
+
 def run_cluster(sweep: Sweep, out: Path, address: str,
                 progress: Callable[[SweepEvent], None]) -> SweepOutcome:
     """The sweep's unfinished runs on the Ray cluster at `address`, results as they finish."""
     import ray
 
+    check_reachable(address)
     runs = prepare(sweep, out)
     ray.init(address=address, logging_level="ERROR", log_to_driver=False,
              configure_logging=True)
@@ -87,7 +104,7 @@ def run_cluster(sweep: Sweep, out: Path, address: str,
         labs = int(ray.cluster_resources().get(LAB_RESOURCE, 0))
         tracker = Tracker(out, runs, progress, parallel=labs)
         if tracker.todo and not labs:
-            raise RuntimeError(f"the Ray cluster at {address} has no worker offering a "
+            raise ClusterError(f"the Ray cluster at {address} has no worker offering a "
                                f"{LAB_RESOURCE!r} resource (start workers with "
                                f"--resources '{{\"{LAB_RESOURCE}\": 1}}')")
         task = ray.remote(run_on_worker).options(

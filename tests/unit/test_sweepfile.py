@@ -4,6 +4,7 @@ that name the field (checked case by case, then fuzzed with hypothesis)."""
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 import yaml
@@ -233,3 +234,15 @@ def test_lab_sweep_with_a_bad_file_prints_one_line_and_exits_2(tmp_path):
                              f"delay_ms, delay_scale, bandwidth_mbit, loss_pct) "
                              f"(value [0]: 1)\n")
     assert not (tmp_path / "out").exists()  # nothing was made
+
+
+def test_lab_sweep_says_at_once_when_no_cluster_answers(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("base: {scenarios: [normal]}\n")
+    with socket.socket() as s:  # a port of this machine's loopback that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_lab("sweep", str(good), "--out", str(tmp_path / "out"), "--cluster",
+                     f"127.0.0.1:{port}", timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == f"lab: no Ray cluster answers at 127.0.0.1:{port}: Connection refused\n"
