@@ -5,6 +5,7 @@ task again, the new attempt clears what the killed lab left, and the point compl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -80,9 +81,7 @@ def test_a_point_whose_worker_is_killed_runs_again_and_is_counted_once(ray_clust
     assert outcome.failed == {}
     assert outcome.finished == [run.id]
     assert [e.kind for e in events] == ["finished"]  # one result, counted once
-    record = (tmp_path / "runs" / run.id / RUN_FILE)
-    import json
-    ran = json.loads(record.read_text())
+    ran = json.loads((tmp_path / "runs" / run.id / RUN_FILE).read_text())
     assert ran["pid"] != killed[0]  # the second attempt, in a new worker process
     assert json.loads((tmp_path / "runs" / run.id / "results.json").read_text())["cells"]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.id]  # no attempt left
