@@ -64,9 +64,11 @@ class BuiltinController(_Forwarding):
     kind = "builtin"
     owns_flows = True
 
-    def __init__(self, topology: Topology, strategy: str, ofp_port: int, rest_port: int):
+    def __init__(self, topology: Topology, strategy: str, ofp_port: int, rest_port: int,
+                 services: str | Path | None = None):
         super().__init__(strategy)
         self.topology, self.ofp_port, self.rest_port = topology, ofp_port, rest_port
+        self.services = services  # a services file (None: from the hosts' roles)
         self.controller: ControllerProcess | None = None
 
     def openflow_address(self) -> tuple[str, int]:
@@ -75,7 +77,8 @@ class BuiltinController(_Forwarding):
     def start(self, run_dir: Path) -> None:
         self.controller = start_controller(
             self.topology.source, strategy=self.strategy, ofp_port=self.ofp_port,
-            rest_port=self.rest_port, log_path=run_dir / "controller.log")
+            rest_port=self.rest_port, log_path=run_dir / "controller.log",
+            extra_args=("--services", str(self.services)) if self.services else ())
 
     def ready(self, lab) -> None:
         self.controller.wait_for_switches(timeout=SWITCHES_TIMEOUT_S)
@@ -176,11 +179,12 @@ def _shown(text: str) -> str:
 
 
 def forwarding_for(spec: str, topology: Topology, strategy: str = DEFAULT_STRATEGY,
-                   ofp_port: int = 6653, rest_port: int = 8080):
+                   ofp_port: int = 6653, rest_port: int = 8080,
+                   services: str | Path | None = None):
     """The Forwarding that `--controller SPEC` names (ValueError for a bad SPEC)."""
     kind, host, port = parse_controller(spec)
     if kind == "builtin":
-        return BuiltinController(topology, strategy, ofp_port, rest_port)
+        return BuiltinController(topology, strategy, ofp_port, rest_port, services)
     if kind == "static":
         return StaticFlows(topology, strategy)
     if kind == "remote":
@@ -189,10 +193,12 @@ def forwarding_for(spec: str, topology: Topology, strategy: str = DEFAULT_STRATE
 
 
 def make_lab(topology: Topology, controller: str = "builtin", strategy: str = DEFAULT_STRATEGY,
-             ofp_port: int = 6653, rest_port: int = 8080, **lab_options) -> Lab:
+             ofp_port: int = 6653, rest_port: int = 8080, services: str | Path | None = None,
+             **lab_options) -> Lab:
     """A Lab (not yet up) of `topology` whose forwarding `--controller CONTROLLER` names.
 
+    services: a services file for the builtin controller (None: from the hosts' roles).
     lab_options: the Lab's own (links, calibrate, caps, log). ValueError for a bad CONTROLLER.
     """
-    return Lab(topology, forwarding_for(controller, topology, strategy, ofp_port, rest_port),
-               **lab_options)
+    return Lab(topology, forwarding_for(controller, topology, strategy, ofp_port, rest_port,
+                                        services), **lab_options)

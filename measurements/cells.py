@@ -64,9 +64,10 @@ class CompareRun:
     """One comparison inside a running lab: app server, databases, cells."""
 
     def __init__(self, lab, topo, out: Path, samples: int, progress: Progress,
-                 failure_window_s: float):
+                 failure_window_s: float, seed: int = 0):
         self.lab, self.topo, self.out = lab, topo, out
         self.samples, self.progress = samples, progress
+        self.seed = seed  # of the writers' random rows (a sweep's repetitions differ by it)
         self.failure_window_s = failure_window_s
         self.server: subprocess.Popen | None = None
         self.failover: subprocess.Popen | None = None
@@ -155,7 +156,7 @@ class CompareRun:
                   "user": self.dbs.user}
         return {h: self._spawn_in(h, "measurements.dbbench_worker", f"writer-{h}", {
                     "mode": "writer", "primary": target, "patients": self.dbs.size.patients,
-                    "interval_s": WRITER_INTERVAL_S, "seed": i,
+                    "interval_s": WRITER_INTERVAL_S, "seed": self.seed * 1000 + i,
                     "out": str(self.scratch / f"writer-{h}.jsonl")})
                 for i, h in enumerate(db["consumers"])
                 if self.topo.hosts[h].role in ("service", "monolith")}

@@ -7,6 +7,7 @@ that want none.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 
@@ -41,3 +42,30 @@ class Silent:
 
 
 SILENT = Silent()
+
+
+class LogProgress(Silent):
+    """A Progress for a run nobody watches (a sweep's point): each step and note as one
+    line of a log file, with the time."""
+
+    def __init__(self, log):
+        self.log = log
+        self.steps: dict[int, str] = {}
+
+    def task(self, description: str, total: float) -> int:
+        task = len(self.steps) + 1
+        self.steps[task] = description
+        self._line(description)
+        return task
+
+    def update(self, task: int, description: str | None = None, advance: float = 0) -> None:
+        if description is not None and description != self.steps.get(task):
+            self.steps[task] = description
+            self._line(description)
+
+    def note(self, text: str) -> None:
+        self._line(text)
+
+    def _line(self, text: str) -> None:
+        self.log.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+        self.log.flush()

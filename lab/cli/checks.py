@@ -83,8 +83,9 @@ def _names(attr: str, text: str, known) -> list[str]:
 
 
 def _output(args) -> None:
-    """--out: new or empty (earlier results are never overwritten); --json: a new file."""
-    if getattr(args, "out", None) is not None:
+    """--out: new or empty (earlier results are never overwritten; a sweep's --out is where
+    it resumes, and it skips what is there); --json: a new file."""
+    if getattr(args, "out", None) is not None and getattr(args, "command", None) != "sweep":
         try:
             check_out_dir(args.out)
         except (OutDirError, OSError, ValueError) as exc:

@@ -15,6 +15,7 @@ from lab.cli.checks import check_options
 from lab.cli.measure import cmd_bench_db, cmd_compare, cmd_report
 from lab.cli.output import UsageError
 from lab.cli.running import cmd_controller, cmd_run, cmd_up, cmd_verify
+from lab.cli.sweep import cmd_sweep
 from lab.cli.topo import cmd_cleanup, cmd_doctor, cmd_topo_check, cmd_topo_show
 from lab.emulation import CHOICES
 from lab.links import LinkParamError
@@ -119,6 +120,16 @@ def _measure_commands(sub) -> None:
                          "(no lab needed)")
     rep.add_argument("dir")
     rep.set_defaults(func=cmd_report)
+
+    swp = sub.add_parser("sweep", help="run every point of a sweep file (repetitions, "
+                         "resumable), then the aggregated report")
+    swp.add_argument("file", help="sweep file (YAML; docs/sweeps.md)")
+    swp.add_argument("--out", help="results directory (default: results/sweep-<name>); "
+                     "runs finished there are skipped")
+    swp.add_argument("--cluster", metavar="ADDRESS",
+                     help="run the points on this Ray cluster (e.g. HEAD:6379, or auto), one "
+                          "lab per worker offering a 'lab' resource")
+    swp.set_defaults(func=cmd_sweep)
 
 
 def _other_commands(sub) -> None:
