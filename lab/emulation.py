@@ -122,7 +122,7 @@ class LinkEmulation:
                     commands += [(ns, c) for c in netem_commands(intf, link.params, link.hold_ms)]
                 elif link.params.rate_mbit:
                     commands += [(ns, c) for c in htb_commands(intf, link.params.rate_mbit)]
-        _run_tc(commands)
+        run_batch("tc", commands)
         if self.backend == "userspace" and self.links:
             self.workdir.mkdir(parents=True, exist_ok=True)
             delayline.write_config(self.config_path, self._specs())
@@ -145,7 +145,7 @@ class LinkEmulation:
                 # Negative holds (the delay line's, lab.delayline) become 0 under netem.
                 link.hold_ms = holds[link.index]
         if self.backend == "netem":
-            _run_tc([(ns, netem_commands(intf, link.params, link.hold_ms)[-1])
+            run_batch("tc", [(ns, netem_commands(intf, link.params, link.hold_ms)[-1])
                      for link in self.links
                      for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2))])
         elif self.process is not None:
@@ -161,6 +161,30 @@ class LinkEmulation:
             if link.index in indices:
                 link.params = dataclasses.replace(link.params, loss_pct=loss_pct)
         self.set_holds({})
+
+    def set_params(self, index: int, params: LinkParams) -> None:
+        """New parameters for one link at run time, applied to that link alone.
+
+        The calibrated hold moves with the delay (hold = delay - what the fabric adds), so a
+        link set to 20 ms still measures 20 ms. Queued frames keep their deadlines.
+        """
+        link = next(link for link in self.links if link.index == index)
+        old, link.params = link.params, params
+        link.hold_ms += params.delay_ms - old.delay_ms
+        commands = []
+        for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2)):
+            if old.rate_mbit is not None and params.rate_mbit is None:
+                commands.append((ns, ["tc", "qdisc", "del", "dev", intf, "root"]))
+            if self.backend == "netem":
+                if old.rate_mbit is None and params.rate_mbit is not None:
+                    commands.append((ns, ["tc", "qdisc", "del", "dev", intf, "root"]))
+                commands += [(ns, c) for c in netem_commands(intf, params, link.hold_ms)]
+            elif params.rate_mbit is not None:
+                commands += [(ns, c) for c in htb_commands(intf, params.rate_mbit)]
+        run_batch("tc", commands)
+        if self.backend == "userspace" and self.process is not None:
+            delayline.write_config(self.config_path, self._specs())
+            delayline.reload(self.process, self.stats_path)
 
     def stats(self) -> dict:
         """Per-link counters of the delay line (empty for netem)."""
@@ -193,15 +217,16 @@ class LinkEmulation:
         return specs
 
 
-def _run_tc(commands: list[tuple[int | None, list[str]]]) -> None:
-    """tc commands, one `tc -batch` per network namespace (given by a process in it)."""
+def run_batch(program: str, commands: list[tuple[int | None, list[str]]]) -> None:
+    """`tc` or `ip` commands, one `PROGRAM -batch` per network namespace (given by a process
+    in it); each command is given with its program name first."""
     by_ns: dict[int | None, list[list[str]]] = {}
     for ns, cmd in commands:
         by_ns.setdefault(ns, []).append(cmd)
     for ns, cmds in by_ns.items():
         prefix = [] if ns is None else ["mnexec", "-a", str(ns)]
-        result = subprocess.run(prefix + ["tc", "-batch", "-"], input="".join(
+        result = subprocess.run(prefix + [program, "-batch", "-"], input="".join(
             " ".join(cmd[1:]) + "\n" for cmd in cmds), capture_output=True, text=True,
             timeout=60, env=dict(os.environ, LC_ALL="C"))
         if result.returncode != 0:
-            raise EmulationError(f"tc failed: {result.stderr.strip().splitlines()[0]}")
+            raise EmulationError(f"{program} failed: {result.stderr.strip().splitlines()[0]}")

@@ -17,6 +17,9 @@ EMULATION_KEYS = ("delay", "jitter", "loss", "bw", "max_queue_size")
 # What mininet.link.Link.__init__ itself takes; anything else would be dropped silently.
 LINK_KEYS = ("port1", "port2", "intfName1", "intfName2", "addr1", "addr2", "intf", "cls1",
              "cls2", "params1", "params2", "fast")
+# Bounds of the emulation parameters (the API's schema states the same ones).
+MAX_DELAY_MS = 10_000.0
+RATE_MBIT = (0.001, 100_000.0)
 
 
 class LinkParamError(ValueError):
@@ -43,7 +46,7 @@ class LinkParams:
             delay_ms=_milliseconds("delay", params.get("delay", 0)),
             jitter_ms=_milliseconds("jitter", params.get("jitter", 0)),
             loss_pct=_number("loss", params.get("loss", 0), 0, 100),
-            rate_mbit=(_number("bw", params["bw"], 0.001, 100_000)
+            rate_mbit=(_number("bw", params["bw"], *RATE_MBIT)
                        if params.get("bw") is not None else None),
             queue_packets=int(_number("max_queue_size", params.get("max_queue_size", 1000),
                                       1, 1_000_000)),
@@ -67,7 +70,7 @@ def _milliseconds(key: str, value) -> float:
             raise LinkParamError(f"link parameter {key!r}: cannot read {value!r} as a time")
         scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}[match.group(2)]
         value = float(match.group(1)) * scale
-    return _number(key, value, 0, 10_000)
+    return _number(key, value, 0, MAX_DELAY_MS)
 
 
 class LabIntf(Intf):
