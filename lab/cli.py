@@ -168,12 +168,17 @@ def _up_summary(lab) -> str:
 
 
 def cmd_up(args) -> int:
+    from dashboard.server import serve_lab
+
     lab = _bring_up(args)
-    with lab:
+    with lab, serve_lab(lab, dashboard=args.dashboard, port=args.port) as server:
         console.print(_up_summary(lab))
         if lab.controller is not None:
             console.print(f"controller REST API: {lab.controller.rest_url}/v1/ "
                           f"(topology, strategy, paths, links, endpoints)")
+        console.print(f"link control API: {server.url}/v1/ (lab link set, lab site cut)")
+        if args.dashboard:
+            console.print(f"dashboard: [bold]{server.url}/[/]")
         if args.cli:
             from mininet.cli import CLI
             CLI(lab.net)
@@ -186,6 +191,37 @@ def cmd_up(args) -> int:
                 pass
     console.print(f"torn down in {lab.timing.teardown_s:.2f} s")
     return 0
+
+
+def _control(method: str, path: str, body: dict) -> int:
+    """One request to the running lab's control API (its address is in the run state)."""
+    from dashboard.client import ControlError, request
+
+    try:
+        reply = request(method, path, body)
+    except ControlError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 2 if exc.status in (400, 404) else 1
+    for link in reply.get("site", {}).get("links", []) if reply.get("site") else [reply["link"]]:
+        console.print(f"{link['name']}: {'up' if link['up'] else 'DOWN'}, delay "
+                      f"{link['delay_ms']:g} ms, jitter {link['jitter_ms']:g} ms, loss "
+                      f"{link['loss_pct']:g} %, rate {_fmt(link['rate_mbit'], 0)} Mbit/s")
+    console.print(f"applied in {reply['apply_ms']:.1f} ms")
+    return 0
+
+
+def cmd_link_set(args) -> int:
+    body = {k: v for k, v in (("delay_ms", args.delay), ("jitter_ms", args.jitter),
+                              ("loss_pct", args.loss), ("rate_mbit", args.rate),
+                              ("up", args.up)) if v is not None}
+    if not body:
+        raise UsageError("lab link set: give at least one of --delay, --jitter, --loss, "
+                         "--rate, --up, --down")
+    return _control("PUT", f"links/{args.link}", body)
+
+
+def cmd_site(args) -> int:
+    return _control("PUT", f"sites/{args.site}", {"cut": args.action == "cut"})
 
 
 def cmd_run(args) -> int:
@@ -349,7 +385,32 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="bring the lab up until Ctrl-C")
     lab_options(up)
     up.add_argument("--cli", action="store_true", help="open the Mininet CLI")
+    up.add_argument("--dashboard", action="store_true",
+                    help="serve the live dashboard (127.0.0.1; the address is printed)")
+    up.add_argument("--port", type=int, default=0,
+                    help="port of the dashboard and link control API on 127.0.0.1 "
+                         "(default: one the kernel picks)")
     up.set_defaults(func=cmd_up)
+
+    link = sub.add_parser("link", help="change a link of the running lab (`lab up`)")
+    link_sub = link.add_subparsers(dest="link_command", required=True, metavar="ACTION")
+    link_set = link_sub.add_parser("set", help="delay, jitter, loss, rate, ports up or down")
+    link_set.add_argument("link", help="link name as in the topology, e.g. dc1-lz1a")
+    link_set.add_argument("--delay", type=float, metavar="MS", help="one-way delay")
+    link_set.add_argument("--jitter", type=float, metavar="MS", help="uniform jitter")
+    link_set.add_argument("--loss", type=float, metavar="PCT", help="loss per frame, each way")
+    link_set.add_argument("--rate", type=float, metavar="MBIT", help="rate limit")
+    state = link_set.add_mutually_exclusive_group()
+    state.add_argument("--up", dest="up", action="store_const", const=True,
+                       help="both switch ports up")
+    state.add_argument("--down", dest="up", action="store_const", const=False,
+                       help="both switch ports down (the controller gets a port-down)")
+    link_set.set_defaults(func=cmd_link_set)
+
+    site = sub.add_parser("site", help="cut a site of the running lab off, or restore it")
+    site.add_argument("action", choices=("cut", "restore"))
+    site.add_argument("site")
+    site.set_defaults(func=cmd_site)
 
     run = sub.add_parser("run", help="the main job: bring up, measure, report, tear down")
     lab_options(run)
