@@ -166,22 +166,30 @@ class LinkEmulation:
         """New parameters for one link at run time, applied to that link alone.
 
         The calibrated hold moves with the delay (hold = delay - what the fabric adds), so a
-        link set to 20 ms still measures 20 ms. Queued frames keep their deadlines.
+        link set to 20 ms still measures 20 ms. Queued frames keep their deadlines. Only what
+        changed is touched: HTB cannot change a qdisc in place, so a new rate replaces the
+        class, and adding or removing a rate rebuilds the link's qdiscs.
         """
         link = next(link for link in self.links if link.index == index)
-        old, link.params = link.params, params
-        link.hold_ms += params.delay_ms - old.delay_ms
+        old = link.params
+        hold = link.hold_ms + params.delay_ms - old.delay_ms
         commands = []
         for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2)):
-            if old.rate_mbit is not None and params.rate_mbit is None:
+            rebuild = (old.rate_mbit is None) != (params.rate_mbit is None)
+            if rebuild and (old.rate_mbit is not None or self.backend == "netem"):
                 commands.append((ns, ["tc", "qdisc", "del", "dev", intf, "root"]))
-            if self.backend == "netem":
-                if old.rate_mbit is None and params.rate_mbit is not None:
-                    commands.append((ns, ["tc", "qdisc", "del", "dev", intf, "root"]))
-                commands += [(ns, c) for c in netem_commands(intf, params, link.hold_ms)]
-            elif params.rate_mbit is not None:
+            if rebuild and self.backend == "netem":
+                commands += [(ns, c) for c in netem_commands(intf, params, hold)]
+            elif rebuild and params.rate_mbit is not None:
                 commands += [(ns, c) for c in htb_commands(intf, params.rate_mbit)]
-        run_batch("tc", commands)
+            else:
+                if params.rate_mbit != old.rate_mbit:
+                    commands.append((ns, htb_commands(intf, params.rate_mbit)[1]))
+                if self.backend == "netem":
+                    commands.append((ns, netem_commands(intf, params, hold)[-1]))
+        if commands:
+            run_batch("tc", commands)
+        link.params, link.hold_ms = params, hold
         if self.backend == "userspace" and self.process is not None:
             delayline.write_config(self.config_path, self._specs())
             delayline.reload(self.process, self.stats_path)

@@ -77,3 +77,44 @@ def test_delay_line_config_takes_spans_and_bounded_negative_holds():
         parse_config({"links": [{**link, "delay_ms": -0.6}]})
     with pytest.raises(ConfigError, match="'span_ms' must be a finite number >= 0"):
         parse_config({"links": [{**link, "delay_ms": 1, "span_ms": -1}]})
+
+
+def changed_commands(monkeypatch, backend: str, old: LinkParams, new: LinkParams):
+    """The tc commands set_params runs to change one link from `old` to `new`."""
+    import lab.emulation as emulation
+
+    ran = []
+    monkeypatch.setattr(emulation, "run_batch", lambda program, cmds: ran.extend(cmds))
+    link = emulation.EmulatedLink(index=1, name="sa-sb", intf1="hlsa-eth2", intf2="hlsb-eth2",
+                                  params=old, ns1=11)
+    link.hold_ms = old.delay_ms - 0.25  # as calibration leaves it
+    emu = emulation.LinkEmulation(backend, [link], workdir=None)
+    emu.set_params(1, new)
+    assert link.params == new and link.hold_ms == pytest.approx(new.delay_ms - 0.25)
+    return [(ns, " ".join(cmd[1:])) for ns, cmd in ran]
+
+
+def test_a_run_time_delay_change_under_netem_replaces_only_the_netem_qdiscs(monkeypatch):
+    old = LinkParams(delay_ms=5, rate_mbit=100)
+    assert changed_commands(monkeypatch, "netem", old, LinkParams(delay_ms=20, rate_mbit=100)) == [
+        (11, "qdisc replace dev hlsa-eth2 parent 5:1 handle 10: netem delay 19.75ms limit 1000"),
+        (None, "qdisc replace dev hlsb-eth2 parent 5:1 handle 10: netem delay 19.75ms limit 1000")]
+
+
+def test_a_run_time_change_of_loss_alone_leaves_the_delay_lines_rate_limit_alone(monkeypatch):
+    old = LinkParams(delay_ms=5, rate_mbit=100)
+    assert changed_commands(monkeypatch, "userspace", old,
+                            LinkParams(delay_ms=5, loss_pct=3, rate_mbit=100)) == []
+
+
+def test_a_new_rate_replaces_the_htb_class_and_a_first_rate_rebuilds_the_qdiscs(monkeypatch):
+    got = changed_commands(monkeypatch, "userspace", LinkParams(rate_mbit=100),
+                           LinkParams(rate_mbit=10))
+    assert got == [(11, "class replace dev hlsa-eth2 parent 5: classid 5:1 htb rate 10mbit burst 15k"),
+                   (None, "class replace dev hlsb-eth2 parent 5: classid 5:1 htb rate 10mbit burst 15k")]
+    got = changed_commands(monkeypatch, "netem", LinkParams(delay_ms=1), LinkParams(delay_ms=1, rate_mbit=10))
+    assert [cmd for ns, cmd in got if ns == 11] == [
+        "qdisc del dev hlsa-eth2 root",
+        "qdisc replace dev hlsa-eth2 root handle 5: htb default 1",
+        "class replace dev hlsa-eth2 parent 5: classid 5:1 htb rate 10mbit burst 15k",
+        "qdisc replace dev hlsa-eth2 parent 5:1 handle 10: netem delay 0.75ms limit 1000"]
