@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dashboard.server import serve_lab  # noqa: E402
 from lab.network import Lab  # noqa: E402
 from lab.signals import stop_signals_raise  # noqa: E402
-from measurements.bench_controller import Prober, path_of, steady, summary, wait_until  # noqa: E402
+from measurements.bench_controller import (Prober, path_of, print_summary, steady,  # noqa: E402
+                                          summary, wait_until)
 from topologies.mininet_topo import DEFAULT_TOPOLOGY  # noqa: E402
 from topologies.model import load  # noqa: E402
 
@@ -137,11 +138,7 @@ def main() -> int:
     print(f"link {LINK} ({results['backend']} backend), probe {SRC} -> {DST} every 1 ms, base "
           f"RTT {results['base_rtt_ms']:.2f} ms, {args.repeat} repetitions; times in ms from "
           f"the request")
-    print(f"{'measure':<28} {'n':>3} {'fail':>4} {'median':>9} {'min':>9} {'max':>9} {'target':>8}  ok")
-    for r in table:
-        cells = [f"{r[k]:>9.2f}" if k in r else f"{'-':>9}" for k in ("median", "min", "max")]
-        print(f"{r['measure']:<28} {r['n']:>3} {r['failed']:>4} {' '.join(cells)} "
-              f"{r.get('target', '-'):>8}  {'' if 'pass' not in r else 'yes' if r['pass'] else 'NO'}")
+    print_summary(table)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0 if all(r.get("pass", True) for r in table) else 1
