@@ -143,7 +143,8 @@ def _bring_up(args):
         raise UsageError(str(exc)) from None
     topo = load(args.topology)
     lab = Lab(topo, controller=args.controller, links=args.links, strategy=args.strategy,
-              calibrate=not args.no_calibrate)
+              calibrate=not args.no_calibrate,
+              measured_delays=getattr(args, "measured_delays", False))
     console.print(f"bringing up [bold]{topo.name}[/] ({len(topo.sites)} sites, "
                   f"{len(topo.links)} links, {len(topo.hosts)} hosts): OVS datapath "
                   f"{lab.caps.datapath}, link emulation {lab.backend}, controller "
@@ -390,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=0,
                     help="port of the dashboard and link control API on 127.0.0.1 "
                          "(default: one the kernel picks)")
+    up.add_argument("--measured-delays", action="store_true",
+                    help="the controller routes by the link delays it measures where they "
+                         "clearly differ from the configured ones (so a link slowed with "
+                         "`lab link set` is avoided)")
     up.set_defaults(func=cmd_up)
 
     link = sub.add_parser("link", help="change a link of the running lab (`lab up`)")

@@ -91,13 +91,16 @@ class Lab:
 
     def __init__(self, topology: Topology, controller: str = "builtin", links: str = "auto",
                  strategy: str = "latency", calibrate: bool = True, ofp_port: int = 6653,
-                 rest_port: int = 8080, caps: Capabilities | None = None, log=print):
+                 rest_port: int = 8080, caps: Capabilities | None = None, log=print,
+                 measured_delays: bool = False):
         try:
             self.controller_kind, self.controller_host, port = parse_controller(controller)
         except ValueError as exc:
             raise LabError(str(exc)) from None
         self.ofp_port = ofp_port if self.controller_kind == "builtin" else port
         self.rest_port = rest_port
+        # the builtin controller routes by the delays it measures where they clearly differ
+        self.measured_delays = measured_delays
         self.topology = topology
         self.strategy = strategy
         self.caps = caps or detect()
@@ -152,7 +155,8 @@ class Lab:
             try:
                 self.controller = start_controller(
                     self.topology.source, strategy=self.strategy, ofp_port=self.ofp_port,
-                    rest_port=self.rest_port, log_path=run_dir() / "controller.log")
+                    rest_port=self.rest_port, log_path=run_dir() / "controller.log",
+                    extra_args=("--measured-delays",) if self.measured_delays else ())
             except ControllerError as exc:
                 raise LabError(f"the controller did not start: {exc}") from None
         if self.caps.datapath == "user":
