@@ -96,6 +96,8 @@ class Live:
     async def run(self) -> None:
         """Sample every interval (sooner when poked) until cancelled; needs self.client."""
         self.loop = asyncio.get_running_loop()
+        self.note("control", f"dashboard started: {len(self.topology.sites)} sites, "
+                             f"{len(self.topology.links)} links")
         while True:
             started = time.monotonic()
             try:

@@ -107,15 +107,33 @@ function drawLinks(links, client) {
       `${fmt(l.jitter_ms, 2)} ms, ${fmt(l.traffic_mbit, 3)} Mbit/s` +
       (down ? `\nDOWN (${l.up ? "" : "ports down "}${(l.down_by || []).join(", ")})` : "");
     line.addEventListener("click", () => selectLink(l.name));
-    if (Math.hypot(x2 - x1, y2 - y1) > 170 || l.name === selected ||
-        onPath.has([l.a, l.b].sort().join("|"))) {
-      const label = el("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, class: "link-label",
-                                  "text-anchor": "middle" }, g);
-      label.textContent = `${fmt(l.configured.delay_ms, 1)}/${fmt(l.measured_ms, 1)} ms` +
-        (l.traffic_mbit >= 0.01 ? ` · ${fmt(l.traffic_mbit, 2)}` : "");
+  }
+  drawLabels(links, g, (l) => l.name === selected || onPath.has([l.a, l.b].sort().join("|")));
+}
+
+// Labels where they fit: the selected link and the chosen client's path first, then the
+// longest links; each at the first point along its line where it overlaps no other label.
+function drawLabels(links, g, first) {
+  const placed = [];
+  const order = links.slice().sort((p, q) => (first(q) - first(p)) || (length(q) - length(p)));
+  for (const l of order) {
+    if (!first(l) && length(l) < 120) continue;
+    const text = `${fmt(l.configured.delay_ms, 1)}/${fmt(l.measured_ms, 1)} ms` +
+      (l.traffic_mbit >= 0.01 ? ` · ${fmt(l.traffic_mbit, 2)} Mb/s` : "");
+    const w = text.length * 5.6 + 4, h = 11;
+    const [x1, y1] = positions[l.a], [x2, y2] = positions[l.b];
+    for (const t of [0.5, 0.38, 0.62, 0.28, 0.72]) {
+      const x = x1 + (x2 - x1) * t, y = y1 + (y2 - y1) * t - 4;
+      const box = [x - w / 2, y - h, x + w / 2, y + 2];
+      if (placed.some((b) => box[0] < b[2] && b[0] < box[2] && box[1] < b[3] && b[1] < box[3])) continue;
+      placed.push(box);
+      el("text", { x, y, class: "link-label", "text-anchor": "middle" }, g).textContent = text;
+      break;
     }
   }
 }
+const length = (l) => Math.hypot(positions[l.b][0] - positions[l.a][0],
+                                 positions[l.b][1] - positions[l.a][1]);
 
 function drawSites(sites, endpointSite) {
   const g = $("sites");
