@@ -184,3 +184,26 @@ def test_interface_counters_come_from_the_namespace_of_a_process():
     counters = interface_bytes(None)
     assert "lo" in counters and counters["lo"] >= 0
     assert interface_bytes(2**22 + 7) == {}  # no such process: nothing, not an error
+
+
+def test_the_controllers_link_and_failover_lines_become_events_and_nothing_else(tmp_path):
+    log = tmp_path / "controller.log"
+    log.write_text("2026-12-04 16:00:00,000 HybridLabApp INFO strategy latency, REST on x:1\n")
+    controller = SimpleNamespace(rest_url="http://127.0.0.1:9", log_path=log)
+    lab = FakeLab(topology=TOPOLOGY, emulation=FakeEmulation(), controller=controller)
+    live = Live(lab, LinkControl(lab))
+    with log.open("a") as out:  # what the controller writes after the dashboard started
+        out.write("2026-12-04 16:00:01,250 HybridLabApp INFO switch clden port 3 down\n"
+                  "2026-12-04 16:00:01,300 HybridLabApp INFO sent 12 flow mods\n"
+                  "2026-12-04 16:00:02,029 HybridLabApp WARNING link clden-rgb silent: down\n"
+                  "2026-12-04 16:00:03,000 HybridLabApp INFO strategy hops\n"
+                  "2026-12-04 16:00:04,000 HybridLabApp INFO switch rgb port")  # still being written
+    live._read_controller_log()
+    assert [(e.kind, e.text) for e in live.events] == [
+        ("port", "switch clden port 3 down"), ("probe", "link clden-rgb silent: down"),
+        ("strategy", "strategy hops")]
+    assert live.events[1].t - live.events[0].t == pytest.approx(0.779)
+    with log.open("a") as out:
+        out.write(" 8 up\n")
+    live._read_controller_log()
+    assert live.events[-1].text == "switch rgb port 8 up"
