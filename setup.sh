@@ -7,6 +7,12 @@ cd "$(dirname "$0")"
 
 PACKAGES="mininet openvswitch-switch postgresql-15 iperf3 ethtool iputils-ping telnet
 iproute2 procps psmisc socat python3-venv python3-dev gcc libtcmalloc-minimal4"
+# The dashboard's tests drive Debian's chromium with selenium (/usr/bin/chromedriver).
+# The real-kernel test VM runs no browser and sets HCLAB_SETUP_BROWSER=0.
+BROWSER_PACKAGES="chromium chromium-driver"
+if [ "${HCLAB_SETUP_BROWSER:-1}" != 0 ]; then
+    PACKAGES="$PACKAGES $BROWSER_PACKAGES"
+fi
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (the lab creates namespaces, veths and OVS bridges)" >&2

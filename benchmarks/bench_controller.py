@@ -262,6 +262,15 @@ def summary(name: str, values: list[float | None]) -> dict:
     return row
 
 
+def print_summary(table: list[dict]) -> None:
+    """The rows of `summary` as a table: n, failures, median, min, max, target, pass."""
+    print(f"{'measure':<28} {'n':>3} {'fail':>4} {'median':>9} {'min':>9} {'max':>9} {'target':>8}  ok")
+    for r in table:
+        cells = [f"{r[k]:>9.2f}" if k in r else f"{'-':>9}" for k in ("median", "min", "max")]
+        print(f"{r['measure']:<28} {r['n']:>3} {r['failed']:>4} {' '.join(cells)} "
+              f"{r.get('target', '-'):>8}  {'' if 'pass' not in r else 'yes' if r['pass'] else 'NO'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--topology", default=str(DEFAULT_TOPOLOGY))
@@ -290,11 +299,7 @@ def main() -> int:
     results["summary"] = table
     print(f"bring-up {results['bring_up_s']:.2f} s; probes every {INTERVAL_S * 1000:g} ms; "
           f"{args.repeat} repetitions")
-    print(f"{'measure':<28} {'n':>3} {'fail':>4} {'median':>9} {'min':>9} {'max':>9} {'target':>8}  ok")
-    for r in table:
-        cells = [f"{r[k]:>9.2f}" if k in r else f"{'-':>9}" for k in ("median", "min", "max")]
-        print(f"{r['measure']:<28} {r['n']:>3} {r['failed']:>4} {' '.join(cells)} "
-              f"{r.get('target', '-'):>8}  {'' if 'pass' not in r else 'yes' if r['pass'] else 'NO'}")
+    print_summary(table)
     print("units: ms, except strategy_change_lost_probes (probes lost during the change)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -65,10 +65,12 @@ class BuiltinController(_Forwarding):
     owns_flows = True
 
     def __init__(self, topology: Topology, strategy: str, ofp_port: int, rest_port: int,
-                 services: str | Path | None = None):
+                 services: str | Path | None = None, measured_delays: bool = False):
         super().__init__(strategy)
         self.topology, self.ofp_port, self.rest_port = topology, ofp_port, rest_port
         self.services = services  # a services file (None: from the hosts' roles)
+        # route by the delays it measures where they clearly differ from the configured ones
+        self.measured_delays = measured_delays
         self.controller: ControllerProcess | None = None
 
     def openflow_address(self) -> tuple[str, int]:
@@ -78,7 +80,8 @@ class BuiltinController(_Forwarding):
         self.controller = start_controller(
             self.topology.source, strategy=self.strategy, ofp_port=self.ofp_port,
             rest_port=self.rest_port, log_path=run_dir / "controller.log",
-            extra_args=("--services", str(self.services)) if self.services else ())
+            extra_args=(("--services", str(self.services)) if self.services else ())
+            + (("--measured-delays",) if self.measured_delays else ()))
 
     def ready(self, lab) -> None:
         self.controller.wait_for_switches(timeout=SWITCHES_TIMEOUT_S)
@@ -180,11 +183,12 @@ def _shown(text: str) -> str:
 
 def forwarding_for(spec: str, topology: Topology, strategy: str = DEFAULT_STRATEGY,
                    ofp_port: int = 6653, rest_port: int = 8080,
-                   services: str | Path | None = None):
+                   services: str | Path | None = None, measured_delays: bool = False):
     """The Forwarding that `--controller SPEC` names (ValueError for a bad SPEC)."""
     kind, host, port = parse_controller(spec)
     if kind == "builtin":
-        return BuiltinController(topology, strategy, ofp_port, rest_port, services)
+        return BuiltinController(topology, strategy, ofp_port, rest_port, services,
+                                 measured_delays)
     if kind == "static":
         return StaticFlows(topology, strategy)
     if kind == "remote":
@@ -194,11 +198,12 @@ def forwarding_for(spec: str, topology: Topology, strategy: str = DEFAULT_STRATE
 
 def make_lab(topology: Topology, controller: str = "builtin", strategy: str = DEFAULT_STRATEGY,
              ofp_port: int = 6653, rest_port: int = 8080, services: str | Path | None = None,
-             **lab_options) -> Lab:
+             measured_delays: bool = False, **lab_options) -> Lab:
     """A Lab (not yet up) of `topology` whose forwarding `--controller CONTROLLER` names.
 
-    services: a services file for the builtin controller (None: from the hosts' roles).
+    services: a services file for the builtin controller (None: from the hosts' roles);
+    measured_delays: it routes by the delays it measures where they clearly differ.
     lab_options: the Lab's own (links, calibrate, caps, log). ValueError for a bad CONTROLLER.
     """
     return Lab(topology, forwarding_for(controller, topology, strategy, ofp_port, rest_port,
-                                        services), **lab_options)
+                                        services, measured_delays), **lab_options)

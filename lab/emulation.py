@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,19 +70,25 @@ def htb_commands(ifname: str, rate_mbit: float) -> list[list[str]]:
 
 @dataclass
 class EmulatedLink:
-    """One site-to-site link as the emulation applies it: the model's link, where, and its hold."""
+    """One site-to-site link as the emulation applies it: the model's link, where, its figures
+    now (the model's until changed at run time: lab.linkcontrol, an injected failure) and
+    its hold."""
 
-    model: Link  # configured delay_ms, jitter_ms, loss_pct, bandwidth_mbit, queue_packets
+    model: Link  # as configured: delay_ms, jitter_ms, loss_pct, bandwidth_mbit, queue_packets
     intf1: str  # switch-side interface at the link's first end
     intf2: str
     ns1: int | None = None  # a process in intf1's network namespace (None: the root one)
     ns2: int | None = None
+    delay_ms: float = field(init=False)
+    jitter_ms: float = field(init=False)
+    loss_pct: float = field(init=False)
+    bandwidth_mbit: float | None = field(init=False)
     hold_ms: float = field(init=False)  # per direction: delay_ms until calibration says less
-    loss_pct: float = field(init=False)  # the model's, or an injected failure's
 
     def __post_init__(self):
+        self.delay_ms, self.jitter_ms = self.model.delay_ms, self.model.jitter_ms
+        self.loss_pct, self.bandwidth_mbit = self.model.loss_pct, self.model.bandwidth_mbit
         self.hold_ms = self.model.delay_ms
-        self.loss_pct = self.model.loss_pct
 
     @property
     def index(self) -> int:
@@ -95,13 +102,13 @@ class EmulatedLink:
 def netem_commands(ifname: str, link: EmulatedLink) -> list[list[str]]:
     """netem (under HTB when the link has a rate) holding packets `link.hold_ms` on `ifname`."""
     netem = ["netem", "delay", _ms(max(0.0, link.hold_ms))]
-    if link.model.jitter_ms:
-        netem.append(_ms(link.model.jitter_ms))
+    if link.jitter_ms:
+        netem.append(_ms(link.jitter_ms))
     if link.loss_pct:
         netem += ["loss", f"{link.loss_pct:g}%"]
     netem += ["limit", str(link.model.queue_packets)]
-    if link.model.bandwidth_mbit:
-        return htb_commands(ifname, link.model.bandwidth_mbit) + [
+    if link.bandwidth_mbit:
+        return htb_commands(ifname, link.bandwidth_mbit) + [
             ["tc", "qdisc", "replace", "dev", ifname, "parent", "5:1", "handle", "10:"] + netem]
     return [["tc", "qdisc", "replace", "dev", ifname, "root", "handle", "10:"] + netem]
 
@@ -130,9 +137,9 @@ class LinkEmulation:
             for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2)):
                 if self.backend == "netem":
                     commands += [(ns, c) for c in netem_commands(intf, link)]
-                elif link.model.bandwidth_mbit:
-                    commands += [(ns, c) for c in htb_commands(intf, link.model.bandwidth_mbit)]
-        _run_tc(commands)
+                elif link.bandwidth_mbit:
+                    commands += [(ns, c) for c in htb_commands(intf, link.bandwidth_mbit)]
+        run_batch("tc", commands)
         if self.backend == "userspace" and self.links:
             self.workdir.mkdir(parents=True, exist_ok=True)
             delayline.write_config(self.config_path, self._specs())
@@ -159,7 +166,7 @@ class LinkEmulation:
     def _apply(self) -> None:
         """Every link's current hold and loss, in force without dropping queued packets."""
         if self.backend == "netem":
-            _run_tc([(ns, netem_commands(intf, link)[-1])
+            run_batch("tc", [(ns, netem_commands(intf, link)[-1])
                      for link in self.links
                      for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2))])
         elif self.process is not None:
@@ -175,6 +182,46 @@ class LinkEmulation:
             if link.index in indices:
                 link.loss_pct = loss_pct
         self._apply()
+
+    def set_params(self, index: int, delay_ms: float | None = None,
+                   jitter_ms: float | None = None, loss_pct: float | None = None,
+                   bandwidth_mbit: float | None = None, rate: bool = False) -> None:
+        """New figures for one link at run time, applied to that link alone (None: as is;
+        `rate`: set bandwidth_mbit, None then meaning no rate limit).
+
+        The calibrated hold moves with the delay (hold = delay - what the fabric adds), so a
+        link set to 20 ms still measures 20 ms. Queued frames keep their deadlines. Only what
+        changed is touched: HTB cannot change a qdisc in place, so a new rate replaces the
+        class, and adding or removing a rate rebuilds the link's qdiscs.
+        """
+        link = next(link for link in self.links if link.index == index)
+        old_rate = link.bandwidth_mbit
+        if delay_ms is not None:
+            link.hold_ms += delay_ms - link.delay_ms
+            link.delay_ms = delay_ms
+        link.jitter_ms = link.jitter_ms if jitter_ms is None else jitter_ms
+        link.loss_pct = link.loss_pct if loss_pct is None else loss_pct
+        if rate:
+            link.bandwidth_mbit = bandwidth_mbit
+        commands = []
+        for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2)):
+            rebuild = (old_rate is None) != (link.bandwidth_mbit is None)
+            if rebuild and (old_rate is not None or self.backend == "netem"):
+                commands.append((ns, ["tc", "qdisc", "del", "dev", intf, "root"]))
+            if rebuild and self.backend == "netem":
+                commands += [(ns, c) for c in netem_commands(intf, link)]
+            elif rebuild and link.bandwidth_mbit is not None:
+                commands += [(ns, c) for c in htb_commands(intf, link.bandwidth_mbit)]
+            else:
+                if link.bandwidth_mbit != old_rate:
+                    commands.append((ns, htb_commands(intf, link.bandwidth_mbit)[1]))
+                if self.backend == "netem":
+                    commands.append((ns, netem_commands(intf, link)[-1]))
+        if commands:
+            run_batch("tc", commands)
+        if self.backend == "userspace" and self.process is not None:
+            delayline.write_config(self.config_path, self._specs())
+            delayline.reload(self.process, self.stats_path)
 
     def stats(self) -> dict:
         """Per-link counters of the delay line (empty for netem)."""
@@ -201,21 +248,31 @@ class LinkEmulation:
             a, b = delay_line_ends(link.index)
             specs.append(delayline.LinkSpec(
                 name=link.name, ifname_a=a, ifname_b=b, hold_ms=link.hold_ms,
-                jitter_ms=link.model.jitter_ms, loss_pct=link.loss_pct,
+                jitter_ms=link.jitter_ms, loss_pct=link.loss_pct,
                 queue_packets=link.model.queue_packets,
-                span_ms=max(0.0, link.model.delay_ms - self.span_trim_ms)))
+                span_ms=max(0.0, link.delay_ms - self.span_trim_ms)))
         return specs
 
 
-def _run_tc(commands: list[tuple[int | None, list[str]]]) -> None:
-    """tc commands, one `tc -batch` per network namespace (given by a process in it)."""
+def run_batch(program: str, commands: list[tuple[int | None, list[str]]]) -> None:
+    """`tc` or `ip` commands, one `PROGRAM -batch` per network namespace (given by a process
+    in it), the namespaces at once; each command is given with its program name first.
+
+    At once because a change can span namespaces (a link's two switches, a site's
+    neighbours) and each batch costs a process start: one after the other, cutting a site
+    with four links took 230 ms here."""
     by_ns: dict[int | None, list[list[str]]] = {}
     for ns, cmd in commands:
         by_ns.setdefault(ns, []).append(cmd)
-    for ns, cmds in by_ns.items():
+
+    def batch(ns: int | None, cmds: list[list[str]]) -> subprocess.CompletedProcess:
         prefix = [] if ns is None else ["mnexec", "-a", str(ns)]
-        result = subprocess.run(prefix + ["tc", "-batch", "-"], input="".join(
+        return subprocess.run(prefix + [program, "-batch", "-"], input="".join(
             " ".join(cmd[1:]) + "\n" for cmd in cmds), capture_output=True, text=True,
             timeout=60, env=dict(os.environ, LC_ALL="C"))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(by_ns)))) as pool:
+        results = list(pool.map(batch, by_ns, by_ns.values()))
+    for result in results:
         if result.returncode != 0:
-            raise EmulationError(f"tc failed: {result.stderr.strip().splitlines()[0]}")
+            raise EmulationError(f"{program} failed: {result.stderr.strip().splitlines()[0]}")

@@ -12,6 +12,7 @@ import sys
 from controllers.forwarding import CONTROLLER_HELP
 from controllers.strategies import COMPARED, STRATEGIES
 from lab.cli.checks import check_options
+from lab.cli.control import cmd_link_set, cmd_site
 from lab.cli.measure import cmd_bench_db, cmd_compare, cmd_report
 from lab.cli.output import UsageError
 from lab.cli.running import cmd_controller, cmd_run, cmd_up, cmd_verify
@@ -73,7 +74,36 @@ def _lab_commands(sub) -> None:
     up = sub.add_parser("up", help="bring the lab up until Ctrl-C")
     _lab_options(up)
     up.add_argument("--cli", action="store_true", help="open the Mininet CLI")
+    up.add_argument("--dashboard", action="store_true",
+                    help="serve the live dashboard (127.0.0.1; the address is printed)")
+    up.add_argument("--port", type=int, default=0,
+                    help="port of the dashboard and link control API on 127.0.0.1 "
+                         "(default: one the kernel picks)")
+    up.add_argument("--measured-delays", action="store_true",
+                    help="the controller routes by the link delays it measures where they "
+                         "clearly differ from the configured ones (so a link slowed with "
+                         "`lab link set` is avoided)")
     up.set_defaults(func=cmd_up)
+
+    link = sub.add_parser("link", help="change a link of the running lab (`lab up`)")
+    link_sub = link.add_subparsers(dest="link_command", required=True, metavar="ACTION")
+    link_set = link_sub.add_parser("set", help="delay, jitter, loss, rate, ports up or down")
+    link_set.add_argument("link", help="link name as in the topology, e.g. dc1-lz1a")
+    link_set.add_argument("--delay", type=float, metavar="MS", help="one-way delay")
+    link_set.add_argument("--jitter", type=float, metavar="MS", help="uniform jitter")
+    link_set.add_argument("--loss", type=float, metavar="PCT", help="loss per frame, each way")
+    link_set.add_argument("--rate", type=float, metavar="MBIT", help="rate limit")
+    state = link_set.add_mutually_exclusive_group()
+    state.add_argument("--up", dest="up", action="store_const", const=True,
+                       help="both switch ports up")
+    state.add_argument("--down", dest="up", action="store_const", const=False,
+                       help="both switch ports down (the controller gets a port-down)")
+    link_set.set_defaults(func=cmd_link_set)
+
+    site = sub.add_parser("site", help="cut a site of the running lab off, or restore it")
+    site.add_argument("action", choices=("cut", "restore"))
+    site.add_argument("site")
+    site.set_defaults(func=cmd_site)
 
     run = sub.add_parser("run", help="the quick check: bring up, measure RTTs between all "
                          "sites, report, tear down")

@@ -23,7 +23,8 @@ def _bring_up(args):
         raise UsageError(str(exc)) from None
     topo = load(args.topology)
     lab = make_lab(topo, controller=args.controller, links=args.links, strategy=args.strategy,
-                   calibrate=not args.no_calibrate, recalibrate=args.recalibrate)
+                   calibrate=not args.no_calibrate, recalibrate=args.recalibrate,
+                   measured_delays=getattr(args, "measured_delays", False))
     console.print(f"bringing up [bold]{topo.name}[/] ({len(topo.sites)} sites, "
                   f"{len(topo.links)} links, {len(topo.hosts)} hosts): OVS datapath "
                   f"{lab.caps.datapath}, link emulation {lab.backend}, controller "
@@ -52,14 +53,19 @@ def _up_summary(lab) -> str:
 def cmd_up(args) -> int:
     """Bring the lab up until Ctrl-C or SIGTERM (or the Mininet CLI's exit); exit 1 if one of
     the lab's processes died meanwhile (lab.watch), after teardown."""
+    from dashboard.server import serve_lab
+
     lab = _bring_up(args)
     died = threading.Event()
     lab.on_death.append(lambda _death: died.set())
-    with lab:
+    with lab, serve_lab(lab, dashboard=args.dashboard, port=args.port) as server:
         console.print(_up_summary(lab))
         if lab.controller is not None:
             console.print(f"controller REST API: {lab.controller.rest_url}/v1/ "
                           f"(topology, strategy, paths, links, endpoints)")
+        console.print(f"link control API: {server.url}/v1/ (lab link set, lab site cut)")
+        if args.dashboard:
+            console.print(f"dashboard: [bold]{server.url}/[/]")
         if args.cli:
             _mininet_cli(lab)
         else:

@@ -98,3 +98,48 @@ def test_an_injected_loss_changes_the_link_not_the_model():
     link = emulated(5.0)
     link.loss_pct = 100.0
     assert "100%" in netem_commands("x", link)[-1] and link.model.loss_pct == 0.0
+
+
+def changed_commands(monkeypatch, backend: str, old: dict, new: dict):
+    """The tc commands set_params runs to change one link from `old` to `new` (figures)."""
+    import lab.emulation as emulation
+
+    ran = []
+    monkeypatch.setattr(emulation, "run_batch", lambda program, cmds: ran.extend(cmds))
+    link = emulated(old.get("delay_ms", 0.0), bandwidth_mbit=old.get("bandwidth_mbit"),
+                    loss_pct=old.get("loss_pct", 0.0))
+    link.intf1, link.intf2, link.ns1 = "hlsa-eth2", "hlsb-eth2", 11
+    link.hold_ms = link.delay_ms - 0.25  # as calibration leaves it
+    emu = emulation.LinkEmulation(backend, [link], workdir=None)
+    emu.set_params(1, new.get("delay_ms", link.delay_ms), link.jitter_ms,
+                   new.get("loss_pct", link.loss_pct), new.get("bandwidth_mbit"), rate=True)
+    assert link.hold_ms == pytest.approx(link.delay_ms - 0.25)
+    assert link.model.delay_ms == old.get("delay_ms", 0.0)  # the model stays as configured
+    return [(ns, " ".join(cmd[1:])) for ns, cmd in ran]
+
+
+def test_a_run_time_delay_change_under_netem_replaces_only_the_netem_qdiscs(monkeypatch):
+    old = {"delay_ms": 5, "bandwidth_mbit": 100}
+    assert changed_commands(monkeypatch, "netem", old, {"delay_ms": 20, "bandwidth_mbit": 100}) == [
+        (11, "qdisc replace dev hlsa-eth2 parent 5:1 handle 10: netem delay 19.75ms limit 1000"),
+        (None, "qdisc replace dev hlsb-eth2 parent 5:1 handle 10: netem delay 19.75ms limit 1000")]
+
+
+def test_a_run_time_change_of_loss_alone_leaves_the_delay_lines_rate_limit_alone(monkeypatch):
+    old = {"delay_ms": 5, "bandwidth_mbit": 100}
+    assert changed_commands(monkeypatch, "userspace", old,
+                            {"delay_ms": 5, "loss_pct": 3, "bandwidth_mbit": 100}) == []
+
+
+def test_a_new_rate_replaces_the_htb_class_and_a_first_rate_rebuilds_the_qdiscs(monkeypatch):
+    got = changed_commands(monkeypatch, "userspace", {"bandwidth_mbit": 100},
+                           {"bandwidth_mbit": 10})
+    assert got == [(11, "class replace dev hlsa-eth2 parent 5: classid 5:1 htb rate 10mbit burst 15k"),
+                   (None, "class replace dev hlsb-eth2 parent 5: classid 5:1 htb rate 10mbit burst 15k")]
+    got = changed_commands(monkeypatch, "netem", {"delay_ms": 1},
+                           {"delay_ms": 1, "bandwidth_mbit": 10})
+    assert [cmd for ns, cmd in got if ns == 11] == [
+        "qdisc del dev hlsa-eth2 root",
+        "qdisc replace dev hlsa-eth2 root handle 5: htb default 1",
+        "class replace dev hlsa-eth2 parent 5: classid 5:1 htb rate 10mbit burst 15k",
+        "qdisc replace dev hlsa-eth2 parent 5:1 handle 10: netem delay 0.75ms limit 1000"]

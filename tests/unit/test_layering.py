@@ -10,7 +10,7 @@ from pathlib import Path
 import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("topologies", "lab", "controllers", "measurements", "benchmarks")
+PACKAGES = ("topologies", "lab", "controllers", "measurements", "dashboard", "benchmarks")
 # Most specific prefix wins. benchmarks are developer tools over the whole product.
 STAGES = {
     "topologies": 0,
@@ -19,6 +19,7 @@ STAGES = {
     "measurements": 3,
     "measurements.report": 4,
     "lab.cli": 5,
+    "dashboard": 5,  # what `lab up --dashboard` serves: the command line's, on a page
     "benchmarks": 6,
 }
 NAMES = {0: "topology", 1: "network", 2: "controller", 3: "measurements", 4: "report",

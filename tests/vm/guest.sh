@@ -11,6 +11,7 @@ PROJECT=/root/hclab
 . "$SHARE/env"
 export HOME=/root LANG=C.UTF-8 TERM=dumb COLUMNS=120 PYTHONDONTWRITEBYTECODE=1
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HCLAB_SETUP_BROWSER=0  # no browser tests in here (see setup.sh)
 
 # The guest's clock starts from the RTC; the host's time keeps files ordered sensibly.
 date -s "@$HCLAB_VM_HOST_TIME" >/dev/null 2>&1 || true
