@@ -14,9 +14,14 @@ emulated link: switch A's port <-> hld<N>a ... hld<N>b <-> switch B's port.
 
 One link, one path: an `EmulatedLink` is built from the topology model's `Link` (its
 configured delay `delay_ms`, jitter, loss, bandwidth and queue) and carries the one figure
-calibration changes, the hold (`hold_ms`: what the emulator holds a frame, per direction).
-The delay line also gets each link's span (`span_ms`: the configured delay less the
-calibrated per-hop trim, lab.delayline "Chained links"). Nothing is read back from Mininet.
+calibration changes, the hold (`hold_ms`: what the emulator holds a frame, per direction,
+for the configured delay). A schedule (topologies.trace, played by lab.schedule) changes the
+delay packets should see (`delay_ms`, and jitter and loss where its trace has them) at run
+time: the emulator then holds `hold_ms + delay_ms - model.delay_ms`, so what the calibration
+took off for the fabric stays off. The delay line also gets each link's span (`span_ms`: the
+delay less the calibrated per-hop trim, lab.delayline "Chained links"). Changes are made in
+place: the delay line re-reads its configuration (SIGHUP), netem takes `tc qdisc change`.
+Nothing is read back from Mininet.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +39,7 @@ from lab.capabilities import Capabilities
 from lab.links import delay_line_ends
 from lab.procs import stop_process
 from topologies.model import Link
+from topologies.model import TracePoint
 
 BACKENDS = ("netem", "userspace")
 CHOICES = ("auto",) + BACKENDS
@@ -76,12 +83,22 @@ class EmulatedLink:
     intf2: str
     ns1: int | None = None  # a process in intf1's network namespace (None: the root one)
     ns2: int | None = None
-    hold_ms: float = field(init=False)  # per direction: delay_ms until calibration says less
-    loss_pct: float = field(init=False)  # the model's, or an injected failure's
+    hold_ms: float = field(init=False)  # per direction, for model.delay_ms (calibration: less)
+    delay_ms: float = field(init=False)  # what packets should see now: the model's or a schedule's
+    jitter_ms: float = field(init=False)  # the model's or a schedule's
+    loss_pct: float = field(init=False)  # the model's, a schedule's, or an injected failure's
 
     def __post_init__(self):
-        self.hold_ms = self.model.delay_ms
+        self.hold_ms = self.delay_ms = self.model.delay_ms
+        self.jitter_ms = self.model.jitter_ms
         self.loss_pct = self.model.loss_pct
+
+    @property
+    def applied_hold_ms(self) -> float:
+        """What the emulator holds a frame now: the calibrated hold, moved by the schedule."""
+        if self.delay_ms == self.model.delay_ms:
+            return self.hold_ms
+        return max(-delayline.CHAIN_LIMIT * 1000, self.hold_ms + self.delay_ms - self.model.delay_ms)
 
     @property
     def index(self) -> int:
@@ -93,10 +110,10 @@ class EmulatedLink:
 
 
 def netem_commands(ifname: str, link: EmulatedLink) -> list[list[str]]:
-    """netem (under HTB when the link has a rate) holding packets `link.hold_ms` on `ifname`."""
-    netem = ["netem", "delay", _ms(max(0.0, link.hold_ms))]
-    if link.model.jitter_ms:
-        netem.append(_ms(link.model.jitter_ms))
+    """netem (under HTB when the link has a rate) holding packets on `ifname` as `link` says."""
+    netem = ["netem", "delay", _ms(max(0.0, link.applied_hold_ms))]
+    if link.jitter_ms:
+        netem.append(_ms(link.jitter_ms))
     if link.loss_pct:
         netem += ["loss", f"{link.loss_pct:g}%"]
     netem += ["limit", str(link.model.queue_packets)]
@@ -115,6 +132,7 @@ class LinkEmulation:
         self.workdir = workdir
         self.process: subprocess.Popen | None = None
         self.span_trim_ms = 0.0
+        self.lock = threading.Lock()  # a schedule's player and a failure may change links at once
 
     @property
     def config_path(self) -> Path:
@@ -148,19 +166,35 @@ class LinkEmulation:
         span_trim_ms (userspace backend): taken off every link's span, the delay a frame
         coming from another link gets (calibrated: what a switch costs beyond that).
         """
-        if span_trim_ms is not None:
-            self.span_trim_ms = span_trim_ms
-        for link in self.links:
-            if link.index in holds:
-                # Negative holds (the delay line's, lab.delayline) become 0 under netem.
-                link.hold_ms = holds[link.index]
-        self._apply()
+        with self.lock:
+            if span_trim_ms is not None:
+                self.span_trim_ms = span_trim_ms
+            for link in self.links:
+                if link.index in holds:
+                    # Negative holds (the delay line's, lab.delayline) become 0 under netem.
+                    link.hold_ms = holds[link.index]
+            self._apply()
 
-    def _apply(self) -> None:
-        """Every link's current hold and loss, in force without dropping queued packets."""
+    def set_points(self, points: dict[int, TracePoint]) -> None:
+        """A schedule's points (by link index) in force: delay, and jitter and loss if given."""
+        with self.lock:
+            for link in self.links:
+                point = points.get(link.index)
+                if point is None:
+                    continue
+                link.delay_ms = point.delay_ms
+                if point.jitter_ms is not None:
+                    link.jitter_ms = point.jitter_ms
+                if point.loss_pct is not None:
+                    link.loss_pct = point.loss_pct
+            self._apply(set(points))
+
+    def _apply(self, indices: set[int] | None = None) -> None:
+        """Links' current hold, jitter and loss in force without dropping queued packets
+        (netem: `tc qdisc change` on the links given, or all)."""
         if self.backend == "netem":
-            _run_tc([(ns, netem_commands(intf, link)[-1])
-                     for link in self.links
+            _run_tc([(ns, ["tc", "qdisc", "change"] + netem_commands(intf, link)[-1][3:])
+                     for link in self.links if indices is None or link.index in indices
                      for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2))])
         elif self.process is not None:
             delayline.write_config(self.config_path, self._specs())
@@ -171,10 +205,11 @@ class LinkEmulation:
 
         No port goes down: to the switches and the controller the link looks alive.
         """
-        for link in self.links:
-            if link.index in indices:
-                link.loss_pct = loss_pct
-        self._apply()
+        with self.lock:
+            for link in self.links:
+                if link.index in indices:
+                    link.loss_pct = loss_pct
+            self._apply(set(indices))
 
     def stats(self) -> dict:
         """Per-link counters of the delay line (empty for netem)."""
@@ -200,10 +235,10 @@ class LinkEmulation:
         for link in self.links:
             a, b = delay_line_ends(link.index)
             specs.append(delayline.LinkSpec(
-                name=link.name, ifname_a=a, ifname_b=b, hold_ms=link.hold_ms,
-                jitter_ms=link.model.jitter_ms, loss_pct=link.loss_pct,
+                name=link.name, ifname_a=a, ifname_b=b, hold_ms=link.applied_hold_ms,
+                jitter_ms=link.jitter_ms, loss_pct=link.loss_pct,
                 queue_packets=link.model.queue_packets,
-                span_ms=max(0.0, link.model.delay_ms - self.span_trim_ms)))
+                span_ms=max(0.0, link.delay_ms - self.span_trim_ms)))
         return specs
 
 

@@ -15,6 +15,7 @@ from lab.cli.measure import cmd_bench_db, cmd_compare, cmd_report
 from lab.cli.output import UsageError
 from lab.cli.running import cmd_controller, cmd_run, cmd_up, cmd_verify
 from lab.cli.topo import cmd_cleanup, cmd_doctor, cmd_topo_check, cmd_topo_show
+from lab.cli.trace import add_trace_commands
 from lab.emulation import CHOICES
 from lab.links import LinkParamError
 from lab.network import LabError
@@ -62,6 +63,7 @@ def _topology_commands(sub) -> None:
     show.add_argument("file")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=cmd_topo_show)
+    add_trace_commands(sub)
 
 
 def _lab_commands(sub) -> None:
@@ -85,6 +87,11 @@ def _lab_commands(sub) -> None:
     ver.add_argument("--tolerance-pct", type=float,
                      help="plus this percentage of the expected RTT (default: 2)")
     ver.add_argument("--json", help="write the report here")
+    ver.add_argument("--schedule", type=float, metavar="SECONDS",
+                     help="instead: play the topology's schedules this long and compare the "
+                          "delay over time with them (files and schedule.png in --out)")
+    ver.add_argument("--out", help="with --schedule: results directory "
+                                   "(default: results/schedule-<time>)")
     ver.set_defaults(func=cmd_verify)
 
 

@@ -99,6 +99,8 @@ def cmd_verify(args) -> int:
     """Bring the lab up, measure every link and path, compare with the model."""
     from measurements.verify import TOLERANCE, Tolerance, verify
 
+    if args.schedule is not None:
+        return _verify_schedule(args)
     lab = _bring_up(args)
     with lab:
         console.print(_up_summary(lab))
@@ -126,6 +128,42 @@ def cmd_verify(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
         console.print(f"report written to {args.json}")
+    return 0 if report["pass"] else 1
+
+
+def _verify_schedule(args) -> int:
+    """`lab verify --schedule SECONDS`: the delay over time against the schedules."""
+    from measurements.report.scheduleplot import schedule_plot
+    from measurements.schedulecheck import verify_schedule
+
+    if args.schedule <= 0:
+        raise UsageError("--schedule: must be a positive number of seconds")
+    out = Path(args.out or f"results/schedule-{time.strftime('%Y%m%d-%H%M%S')}")
+    lab = _bring_up(args)
+    with lab:
+        console.print(_up_summary(lab))
+        console.print(f"playing the schedules for {args.schedule:g} s, probing each scheduled "
+                      "link every few ms")
+        try:
+            report = verify_schedule(lab, args.schedule, out)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    table = Table(title="Delay over time: measured vs scheduled (RTT of probes pinned to "
+                        "each link)")
+    for col in ("link", "trace", "n", "median |error| ms", "p95 |error| ms", "alignment s"):
+        table.add_column(col, justify="left" if col in ("link", "trace") else "right")
+    for r in report["links"]:
+        table.add_row(r["name"], Path(r["schedule"]["trace"]).name, str(r["n"]),
+                      fmt(r["median_abs_error_ms"]), fmt(r["p95_abs_error_ms"]),
+                      fmt(r["alignment_s"], 3))
+    console.print(table)
+    console.print(f"{'PASS' if report['pass'] else 'FAIL'}: median |error| "
+                  f"{report['median_abs_error_ms']} ms over {report['n']} samples (target <= "
+                  f"{report['targets']['median_abs_error_ms']} ms), largest alignment "
+                  f"{report['max_abs_alignment_s']} s (target within "
+                  f"{report['targets']['alignment_s']} s)")
+    console.print(f"{out}/schedule-check.json, schedule-applied.jsonl, schedule-samples.json, "
+                  f"{schedule_plot(out)}")
     return 0 if report["pass"] else 1
 
 
