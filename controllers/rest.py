@@ -3,7 +3,7 @@
 os-ken 4 ships no WSGI framework, and the API is six routes, so a `ThreadingHTTPServer`
 in its own thread serves it. Routes:
   GET /v1/topology | /v1/strategy | /v1/paths | /v1/links | /v1/endpoints
-  PUT /v1/strategy {"name": "<strategy>"}
+  PUT /v1/strategy {"name": "<strategy>"[, "measured_delays": true|false]}
 Errors are JSON `{"error": "..."}` with 400 (bad request, unknown strategy: the current one
 stays), 404 (no such route) or 405 (wrong method).
 """
@@ -24,8 +24,9 @@ class Backend(Protocol):
     def view(self, resource: str) -> dict:
         """One of RESOURCES as JSON-ready data."""
 
-    def set_strategy(self, name: str) -> dict:
-        """Switch strategy (raises ValueError for an unknown one); returns the new strategy view."""
+    def set_strategy(self, name: str, measured_delays: bool | None = None) -> dict:
+        """Switch strategy (raises ValueError for an unknown one), and whether measured link
+        delays may override configured ones (None: as it was); returns the new strategy view."""
 
 
 class ApiError(Exception):
@@ -68,11 +69,15 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 return backend.view(resource)
             if resource != "strategy":
                 raise ApiError(405, f"only GET is allowed on /v1/{resource}")
-            name = self._json_body().get("name")
-            if not isinstance(name, str):
-                raise ApiError(400, 'body must be a JSON object {"name": "<strategy>"}')
+            body = self._json_body()
+            name, measured = body.get("name"), body.get("measured_delays")
+            if not isinstance(name, str) or set(body) - {"name", "measured_delays"}:
+                raise ApiError(400, 'body must be a JSON object {"name": "<strategy>"'
+                               '[, "measured_delays": true|false]}')
+            if measured is not None and not isinstance(measured, bool):
+                raise ApiError(400, "measured_delays must be true or false")
             try:
-                return backend.set_strategy(name)
+                return backend.set_strategy(name, measured)
             except ValueError as exc:
                 raise ApiError(400, str(exc)) from None
 

@@ -21,7 +21,7 @@ from lab.links import LinkParamError
 from lab.network import LabError
 from lab.signals import Interrupted, stop_signals_raise
 from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
-from measurements.scenarios import SCENARIOS
+from measurements.scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from topologies import DEFAULT_TOPOLOGY
 from topologies.model import TopologyError
 
@@ -111,8 +111,8 @@ def _measure_commands(sub) -> None:
     _lab_options(cmp_)
     cmp_.add_argument("--strategies", default=",".join(COMPARED),
                       help="comma-separated (default: %(default)s); --strategy is not used")
-    cmp_.add_argument("--scenarios", default=",".join(SCENARIOS),
-                      help="comma-separated (default: %(default)s)")
+    cmp_.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                      help=f"comma-separated, of {', '.join(SCENARIOS)} (default: %(default)s)")
     cmp_.add_argument("--samples", type=int, default=DEFAULT_COMPARE_SAMPLES,
                       help="database requests per operation, placement and phase "
                            "(default: %(default)s)")

@@ -13,15 +13,18 @@ class ReportError(ValueError):
 
 
 def load_raw(out_dir: str | Path) -> dict:
-    """setup.json, cells.jsonl, requests.jsonl and db.csv (optional) of a comparison."""
+    """setup.json, cells.jsonl, requests.jsonl, db.csv and schedule.jsonl (both optional) of
+    a comparison."""
     out = Path(out_dir)
     missing = [n for n in ("setup.json", "cells.jsonl", "requests.jsonl") if not (out / n).exists()]
     if missing:
         raise ReportError(f"{out}: not a comparison's directory (missing {', '.join(missing)})")
     cells = [json.loads(line) for line in open(out / "cells.jsonl") if line.strip()]
     requests = [json.loads(line) for line in open(out / "requests.jsonl") if line.strip()]
+    schedule = ([json.loads(line) for line in open(out / "schedule.jsonl") if line.strip()]
+                if (out / "schedule.jsonl").exists() else [])
     return {"setup": json.loads((out / "setup.json").read_text()), "cells": cells,
-            "requests": requests, "db": _db_rows(out / "db.csv")}
+            "requests": requests, "db": _db_rows(out / "db.csv"), "schedule": schedule}
 
 
 def _db_rows(path: Path) -> list[dict]:
