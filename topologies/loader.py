@@ -17,7 +17,7 @@ import yaml
 from topologies.model import (HOST_ROLES, LAB_PREFIX, MAX_DELAY_MS, MAX_PORTS_PER_SITE,
                               NAME_PATTERN, NAME_RULE, SITE_KINDS, Host, Link, LinkClass, Site,
                               Schedule, Topology, TopologyError, derived_delay_ms,
-                              great_circle_km)
+                              great_circle_km, read_text)
 from topologies.trace import load_trace
 
 
@@ -91,10 +91,7 @@ def _list(reader: _Reader, key: str, required: bool = True) -> list:
 def load(path: str | Path) -> Topology:
     """Read and validate a topology file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TopologyError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    text = read_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -41,6 +41,16 @@ class TopologyError(ValueError):
         super().__init__(f"{file}: {where}: {problem}")
 
 
+def read_text(path: Path) -> str:
+    """A topology or trace file's text, or the TopologyError that says why not."""
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise TopologyError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise TopologyError(path, "(file)", "not a text file (UTF-8)") from None
+
+
 @dataclass(frozen=True)
 class TracePoint:
     """What a link applies from `time_s` on: None keeps the link's own jitter or loss."""

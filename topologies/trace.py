@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from topologies.model import MAX_DELAY_MS, TopologyError, Trace, TracePoint
+from topologies.model import MAX_DELAY_MS, TopologyError, Trace, TracePoint, read_text
 
 COLUMNS = ("time_s", "delay_ms", "jitter_ms", "loss_pct")
 REQUIRED = ("time_s", "delay_ms")
@@ -32,13 +32,7 @@ HEADER_KEYS = ("source", "license", "description")
 def load_trace(path: str | Path) -> Trace:
     """Read and validate a trace file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TopologyError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise TopologyError(path, "(file)", "not a text file (UTF-8)") from None
-    return parse_trace(text, str(path))
+    return parse_trace(read_text(path), str(path))
 
 
 def parse_trace(text: str, file: str = "<trace>") -> Trace:

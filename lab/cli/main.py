@@ -12,7 +12,7 @@ import sys
 from controllers.forwarding import CONTROLLER_HELP
 from controllers.strategies import COMPARED, STRATEGIES
 from lab.cli.measure import cmd_bench_db, cmd_compare, cmd_report
-from lab.cli.output import UsageError
+from lab.cli.output import UsageError, file_commands
 from lab.cli.running import cmd_controller, cmd_run, cmd_up, cmd_verify
 from lab.cli.topo import cmd_cleanup, cmd_doctor, cmd_topo_check, cmd_topo_show
 from lab.cli.trace import add_trace_commands
@@ -54,15 +54,10 @@ def _lab_options(p) -> None:
 
 
 def _topology_commands(sub) -> None:
-    topo = sub.add_parser("topo", help="check or show a topology file")
-    topo_sub = topo.add_subparsers(dest="topo_command", required=True, metavar="ACTION")
-    check = topo_sub.add_parser("check", help="validate a topology file")
-    check.add_argument("file")
-    check.set_defaults(func=cmd_topo_check)
-    show = topo_sub.add_parser("show", help="sites, links with delays and sources, expected RTTs")
-    show.add_argument("file")
-    show.add_argument("--json", action="store_true", help="print one JSON object")
-    show.set_defaults(func=cmd_topo_show)
+    topo = file_commands(sub, "topo", "check or show a topology file", {
+        "check": ("validate a topology file", cmd_topo_check),
+        "show": ("sites, links with delays and sources, expected RTTs", cmd_topo_show)})
+    topo.choices["show"].add_argument("--json", action="store_true", help="print one JSON object")
     add_trace_commands(sub)
 
 

@@ -7,7 +7,7 @@ import sys
 
 from rich.table import Table
 
-from lab.cli.output import UsageError, console
+from lab.cli.output import UsageError, console, file_commands
 from lab.files import atomic_write
 from topologies.trace import format_trace, load_trace, parse_trace
 from topologies.tracegen import PATTERNS
@@ -55,16 +55,11 @@ def cmd_trace_generate(args) -> int:
 
 
 def add_trace_commands(sub) -> None:
-    trace = sub.add_parser("trace", help="check, show or generate a delay trace (CSV)")
-    trace_sub = trace.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
-    check = trace_sub.add_parser("check", help="validate a trace file")
-    check.add_argument("file")
-    check.set_defaults(func=cmd_trace_check)
-    show = trace_sub.add_parser("show", help="a trace's header and rows")
-    show.add_argument("file")
-    show.set_defaults(func=cmd_trace_show)
-    gen = trace_sub.add_parser("generate", help="a synthetic pattern: sine (daily load), "
-                               "step (route change), spikes (congestion)")
+    trace = file_commands(sub, "trace", "check, show or generate a delay trace (CSV)", {
+        "check": ("validate a trace file", cmd_trace_check),
+        "show": ("a trace's header and rows", cmd_trace_show)})
+    gen = trace.add_parser("generate", help="a synthetic pattern: sine (daily load), "
+                           "step (route change), spikes (congestion)")
     gen.add_argument("pattern", choices=sorted(PATTERNS))
     gen.add_argument("--out", required=True, help="trace file to write")
     gen.add_argument("--base-ms", type=float, required=True, help="one-way delay at rest")
