@@ -65,6 +65,8 @@ def _lab_commands(sub) -> None:
     up = sub.add_parser("up", help="bring the lab up until Ctrl-C")
     _lab_options(up)
     up.add_argument("--cli", action="store_true", help="open the Mininet CLI")
+    up.add_argument("--schedules", action="store_true",
+                    help="play the topology's schedules (delay traces) while up")
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="the quick check: bring up, measure RTTs between all "

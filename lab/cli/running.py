@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from rich.table import Table
 
 from controllers.forwarding import make_lab, parse_controller
 from lab.cli.output import UsageError, console, fmt
+from lab.runstate import run_dir
+from lab.schedule import SchedulePlayer, scheduled_links
 from lab.switchpriority import PRIORITY
 from topologies.loader import load
 
@@ -52,18 +55,29 @@ def cmd_up(args) -> int:
         if lab.controller is not None:
             console.print(f"controller REST API: {lab.controller.rest_url}/v1/ "
                           f"(topology, strategy, paths, links, endpoints)")
-        if args.cli:
-            from mininet.cli import CLI
-            CLI(lab.net)
-        else:
-            console.print("running; press Ctrl-C (or send SIGTERM) to tear down")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:  # the way to stop `lab up`: not an error
-                pass
+        with contextlib.ExitStack() as playing:
+            if args.schedules:
+                schedules = scheduled_links(lab.topology)
+                log = run_dir() / "schedule-applied.jsonl"
+                playing.enter_context(SchedulePlayer(lab.emulation, schedules, log))
+                console.print(f"playing the schedules of {len(schedules)} links; as applied: {log}")
+            _stay_up(lab, args.cli)
     console.print(f"torn down in {lab.timing.teardown_s:.2f} s")
     return 0
+
+
+def _stay_up(lab, cli: bool) -> None:
+    """The Mininet CLI until it is left, or until Ctrl-C or SIGTERM."""
+    if cli:
+        from mininet.cli import CLI
+        CLI(lab.net)
+        return
+    console.print("running; press Ctrl-C (or send SIGTERM) to tear down")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:  # the way to stop `lab up`: not an error
+        pass
 
 
 def cmd_run(args) -> int:
