@@ -118,8 +118,9 @@ def format_trace(points: list[TracePoint], header: list[tuple[str, str]]) -> str
     """A trace file's text: the header, the columns the points use, one row each."""
     columns = list(REQUIRED) + [c for c in COLUMNS[2:]
                                 if any(getattr(p, c) is not None for p in points)]
+    if any(getattr(p, c) is None for p in points for c in columns):
+        raise ValueError("a jitter or loss column needs a value in every row")
     lines = [f"# {key}: {value}" for key, value in header] + [",".join(columns)]
     for p in points:
-        lines.append(",".join(f"{getattr(p, c):.10g}" if getattr(p, c) is not None else "0"
-                              for c in columns))
+        lines.append(",".join(f"{getattr(p, c):.10g}" for c in columns))
     return "\n".join(lines) + "\n"
