@@ -73,7 +73,8 @@ def test_the_check_finds_the_lag_and_the_error_of_measured_samples():
 
 def test_the_congestion_section_times_the_reroute_from_the_rise_and_the_fall():
     applied = [{"scenario": "congestion", "strategy": "latency", "t_s": t, "time": 100 + t,
-                "name": "dc1-dc2", "delay_ms": d} for t, d in ((0, 27.5), (4, 70), (10, 27.5))]
+                "name": "dc1-dc2", "delay_ms": d}
+               for t, d in ((0, 27.5), (4, 70), (10, 27.5), (14, 27.5))]
     cell = {"scenario": "congestion", "strategy": "latency", "schedule_start": 100,
             "schedule_end": 114, "watched": {"mono2>pg1": ["dc2", "dc1"]},
             "paths_over_time": [[100 + t, {"mono2>pg1": ["dc2", "dc1"] if t < 5.5 or t >= 11
@@ -85,8 +86,9 @@ def test_the_congestion_section_times_the_reroute_from_the_rise_and_the_fall():
                 for t in np.arange(0, 14, 0.25)]
     section = congestion.compute({"cells": [cell], "schedule": applied, "requests": requests})
     row, = section["cells"]
-    assert (row["moved_after_s"], row["back_after_s"]) == (1.5, 1.0)
+    assert (row["moved_after_s"], row["back_after_s"], row["returns"]) == (1.5, 1.0, 0)
     assert [(s["from_s"], s["to_s"], s["service"]["n"]) for s in row["segments"]] == [
         (0, 4, 16), (4, 10, 24), (10, 14, 16)]
     title, headings, rows = congestion.table(section, "congestion")
-    assert headings[4] == "0-4 s: dc1-dc2 27.5" and rows[0][:4] == ["latency", "1", "1.50", "1.00"]
+    assert headings[5] == "0-4 s: dc1-dc2 27.5"
+    assert rows[0][:5] == ["latency", "1", "1.50", "1.00", "0"]
