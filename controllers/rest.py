@@ -42,6 +42,17 @@ def _resource(path: str) -> str:
     return parts[1]
 
 
+def _strategy_body(body: dict) -> tuple[str, bool | None]:
+    """PUT /v1/strategy's body: the strategy's name, and measured_delays if given."""
+    name, measured = body.get("name"), body.get("measured_delays")
+    if not isinstance(name, str) or set(body) - {"name", "measured_delays"}:
+        raise ApiError(400, 'body must be a JSON object {"name": "<strategy>"'
+                       '[, "measured_delays": true|false]}')
+    if measured is not None and not isinstance(measured, bool):
+        raise ApiError(400, "measured_delays must be true or false")
+    return name, measured
+
+
 def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "hclab-controller/1"
@@ -69,13 +80,7 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 return backend.view(resource)
             if resource != "strategy":
                 raise ApiError(405, f"only GET is allowed on /v1/{resource}")
-            body = self._json_body()
-            name, measured = body.get("name"), body.get("measured_delays")
-            if not isinstance(name, str) or set(body) - {"name", "measured_delays"}:
-                raise ApiError(400, 'body must be a JSON object {"name": "<strategy>"'
-                               '[, "measured_delays": true|false]}')
-            if measured is not None and not isinstance(measured, bool):
-                raise ApiError(400, "measured_delays must be true or false")
+            name, measured = _strategy_body(self._json_body())
             try:
                 return backend.set_strategy(name, measured)
             except ValueError as exc:

@@ -70,8 +70,7 @@ def probe(pairs: list[dict], count: int, warmup: int = 2, gap_ms: float = 0.5,
     idents = {ident_base + i: p for i, p in enumerate(pairs)}
     ident_of = {p["key"]: ident for ident, p in idents.items()}
     sent_at: dict[tuple[int, int], float] = {}
-    rtts: dict[str, list[float]] = {p["key"]: [] for p in pairs}
-    sent_times: dict[str, list[float]] = {p["key"]: [] for p in pairs}
+    rtts, sent_times = ({p["key"]: [] for p in pairs} for _ in range(2))  # ms; when sent
     sent = {p["key"]: 0 for p in pairs}
     by_fd = {s.fileno(): s for s in sockets.values()}
     pid_of = {s.fileno(): pid for pid, s in sockets.items()}
