@@ -228,8 +228,9 @@ class HybridLabApp(app_manager.OSKenApp):
                 "endpoints": lambda: self.core.view_endpoints(now),
             }[resource]()
 
-    def set_strategy(self, name: str) -> dict:
+    def set_strategy(self, name: str, measured_delays: bool | None = None) -> dict:
         with self.lock:
-            self._send_changes(self.core.set_strategy(name, time.time()))
-            self.logger.info("strategy %s", name)
+            self._send_changes(self.core.set_strategy(name, time.time(), measured_delays))
+            self.logger.info("strategy %s, measured delays %s", name,
+                             "on" if self.core.options.use_measured else "off")
             return self.core.view_strategy()

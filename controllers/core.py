@@ -8,6 +8,8 @@ touches just the flows whose next hop moved.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 from controllers.flows import FlowChanges, diff
@@ -107,9 +109,13 @@ class RoutingCore:
         self.probe_down = silent
         return self.recompute(now)
 
-    def set_strategy(self, name: str, now: float) -> list[FlowChanges]:
-        """Switch strategy; an unknown name raises UnknownStrategy and changes nothing."""
+    def set_strategy(self, name: str, now: float,
+                     measured_delays: bool | None = None) -> list[FlowChanges]:
+        """Switch strategy, and (unless None) whether measured delays may override configured
+        ones; an unknown name raises UnknownStrategy and changes nothing."""
         self.strategy = get_strategy(name)
+        if measured_delays is not None:
+            self.options = dataclasses.replace(self.options, use_measured=measured_delays)
         return self.recompute(now)
 
     def recompute(self, now: float) -> list[FlowChanges]:
@@ -152,7 +158,8 @@ class RoutingCore:
     def view_strategy(self) -> dict:
         s = self.strategy
         return {"name": s.name, "path_metric": s.path_metric, "endpoint_policy": s.endpoint_policy,
-                "description": s.description, "available": list(STRATEGIES)}
+                "description": s.description, "available": list(STRATEGIES),
+                "measured_delays": self.options.use_measured}
 
     def view_paths(self, now: float) -> dict:
         return {"strategy": self.strategy.name, "paths": host_paths(self.topology, self._plan(now))}

@@ -156,8 +156,11 @@ class ControllerProcess:
     def get(self, resource: str) -> dict:
         return self.request("GET", resource)
 
-    def set_strategy(self, name: str) -> dict:
-        return self.request("PUT", "strategy", {"name": name})
+    def set_strategy(self, name: str, measured_delays: bool | None = None) -> dict:
+        body = {"name": name}
+        if measured_delays is not None:
+            body["measured_delays"] = measured_delays
+        return self.request("PUT", "strategy", body)
 
     def wait_for_switches(self, timeout: float = 15.0) -> None:
         """Until every switch of the topology is connected (the controller's own view)."""

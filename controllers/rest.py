@@ -8,7 +8,7 @@ and it closes a connection idle for `timeout` seconds. Every answer is JSON, err
 document it serves at /v1/openapi.json (the tests fuzz the API from it).
 
   GET /v1/topology | /v1/strategy | /v1/paths | /v1/links | /v1/endpoints | /v1/openapi.json
-  PUT /v1/strategy {"name": "<strategy>"}
+  PUT /v1/strategy {"name": "<strategy>"[, "measured_delays": true|false]}
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ class Backend(Protocol):
     def view(self, resource: str) -> dict:
         """One of RESOURCES as JSON-ready data."""
 
-    def set_strategy(self, name: str) -> dict:
-        """Switch strategy (raises ValueError for an unknown one); returns the new strategy view."""
+    def set_strategy(self, name: str, measured_delays: bool | None = None) -> dict:
+        """Switch strategy (raises ValueError for an unknown one), and whether measured link
+        delays may override configured ones (None: as it was); returns the new strategy view."""
 
 
 def _resource_doc(name: str) -> dict:
@@ -57,8 +58,8 @@ OPENAPI["paths"]["/v1/strategy"]["put"] = {
     "summary": "switch the routing strategy (paths change at run time)",
     "operationId": "put_strategy",
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["name"],
-        "properties": {"name": {"type": "string"}}}}}},
+        "type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "measured_delays": {"type": "boolean"}}}}}},
     "responses": {"200": {"description": "the new strategy", "content": {
         "application/json": {"schema": {"type": "object"}}}}, "400": ERROR},
 }
@@ -75,15 +76,19 @@ class _View:
 
 
 class _Strategy(_View):
-    """GET, and PUT {"name": ...}: the current strategy stays on any error."""
+    """GET, and PUT {"name": ...[, "measured_delays": ...]}: the current strategy stays on
+    any error."""
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
-        name = _json_object(req).get("name")
-        if not isinstance(name, str):
-            raise falcon.HTTPBadRequest(description='body must be a JSON object '
-                                                    '{"name": "<strategy>"}')
+        body = _json_object(req)
+        name, measured = body.get("name"), body.get("measured_delays")
+        if not isinstance(name, str) or set(body) - {"name", "measured_delays"}:
+            raise falcon.HTTPBadRequest(description='body must be a JSON object {"name": '
+                                                    '"<strategy>"[, "measured_delays": true|false]}')
+        if measured is not None and not isinstance(measured, bool):
+            raise falcon.HTTPBadRequest(description="measured_delays must be true or false")
         try:
-            resp.media = self.backend.set_strategy(name)
+            resp.media = self.backend.set_strategy(name, measured)
         except ValueError as exc:
             raise falcon.HTTPBadRequest(description=str(exc)) from None
 

@@ -14,9 +14,14 @@ emulated link: switch A's port <-> hld<N>a ... hld<N>b <-> switch B's port.
 
 One link, one path: an `EmulatedLink` is built from the topology model's `Link` (its
 configured delay `delay_ms`, jitter, loss, bandwidth and queue) and carries the one figure
-calibration changes, the hold (`hold_ms`: what the emulator holds a frame, per direction).
-The delay line also gets each link's span (`span_ms`: the configured delay less the
-calibrated per-hop trim, lab.delayline "Chained links"). Nothing is read back from Mininet.
+calibration changes, the hold (`hold_ms`: what the emulator holds a frame, per direction,
+for the configured delay). A schedule (topologies.trace, played by lab.schedule) changes the
+delay packets should see (`delay_ms`, and jitter and loss where its trace has them) at run
+time: the emulator then holds `hold_ms + delay_ms - model.delay_ms`, so what the calibration
+took off for the fabric stays off. The delay line also gets each link's span (`span_ms`: the
+delay less the calibrated per-hop trim, lab.delayline "Chained links"). Changes are made in
+place: the delay line re-reads its configuration (SIGHUP), netem takes `tc qdisc change`.
+Nothing is read back from Mininet.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +40,7 @@ from lab.capabilities import Capabilities
 from lab.links import delay_line_ends
 from lab.procs import stop_process
 from topologies.model import Link
+from topologies.model import TracePoint
 
 BACKENDS = ("netem", "userspace")
 CHOICES = ("auto",) + BACKENDS
@@ -70,25 +77,33 @@ def htb_commands(ifname: str, rate_mbit: float) -> list[list[str]]:
 
 @dataclass
 class EmulatedLink:
-    """One site-to-site link as the emulation applies it: the model's link, where, its figures
-    now (the model's until changed at run time: lab.linkcontrol, an injected failure) and
-    its hold."""
+    """One site-to-site link as the emulation applies it: the model's link, where, and its hold."""
 
-    model: Link  # as configured: delay_ms, jitter_ms, loss_pct, bandwidth_mbit, queue_packets
+    model: Link  # configured delay_ms, jitter_ms, loss_pct, bandwidth_mbit, queue_packets
     intf1: str  # switch-side interface at the link's first end
     intf2: str
     ns1: int | None = None  # a process in intf1's network namespace (None: the root one)
     ns2: int | None = None
+    hold_ms: float = field(init=False)  # per direction, for model.delay_ms (calibration: less)
+    # What packets should see now: the model's, a schedule's (lab.schedule) or a run-time
+    # change's (lab.linkcontrol); loss also an injected failure's.
     delay_ms: float = field(init=False)
     jitter_ms: float = field(init=False)
     loss_pct: float = field(init=False)
     bandwidth_mbit: float | None = field(init=False)
-    hold_ms: float = field(init=False)  # per direction: delay_ms until calibration says less
 
     def __post_init__(self):
-        self.delay_ms, self.jitter_ms = self.model.delay_ms, self.model.jitter_ms
-        self.loss_pct, self.bandwidth_mbit = self.model.loss_pct, self.model.bandwidth_mbit
-        self.hold_ms = self.model.delay_ms
+        self.hold_ms = self.delay_ms = self.model.delay_ms
+        self.jitter_ms = self.model.jitter_ms
+        self.loss_pct = self.model.loss_pct
+        self.bandwidth_mbit = self.model.bandwidth_mbit
+
+    @property
+    def applied_hold_ms(self) -> float:
+        """What the emulator holds a frame now: the calibrated hold, moved by the schedule."""
+        if self.delay_ms == self.model.delay_ms:
+            return self.hold_ms
+        return max(-delayline.CHAIN_LIMIT * 1000, self.hold_ms + self.delay_ms - self.model.delay_ms)
 
     @property
     def index(self) -> int:
@@ -100,8 +115,8 @@ class EmulatedLink:
 
 
 def netem_commands(ifname: str, link: EmulatedLink) -> list[list[str]]:
-    """netem (under HTB when the link has a rate) holding packets `link.hold_ms` on `ifname`."""
-    netem = ["netem", "delay", _ms(max(0.0, link.hold_ms))]
+    """netem (under HTB when the link has a rate) holding packets on `ifname` as `link` says."""
+    netem = ["netem", "delay", _ms(max(0.0, link.applied_hold_ms))]
     if link.jitter_ms:
         netem.append(_ms(link.jitter_ms))
     if link.loss_pct:
@@ -122,6 +137,7 @@ class LinkEmulation:
         self.workdir = workdir
         self.process: subprocess.Popen | None = None
         self.span_trim_ms = 0.0
+        self.lock = threading.Lock()  # a schedule's player and a failure may change links at once
 
     @property
     def config_path(self) -> Path:
@@ -155,19 +171,35 @@ class LinkEmulation:
         span_trim_ms (userspace backend): taken off every link's span, the delay a frame
         coming from another link gets (calibrated: what a switch costs beyond that).
         """
-        if span_trim_ms is not None:
-            self.span_trim_ms = span_trim_ms
-        for link in self.links:
-            if link.index in holds:
-                # Negative holds (the delay line's, lab.delayline) become 0 under netem.
-                link.hold_ms = holds[link.index]
-        self._apply()
+        with self.lock:
+            if span_trim_ms is not None:
+                self.span_trim_ms = span_trim_ms
+            for link in self.links:
+                if link.index in holds:
+                    # Negative holds (the delay line's, lab.delayline) become 0 under netem.
+                    link.hold_ms = holds[link.index]
+            self._apply()
 
-    def _apply(self) -> None:
-        """Every link's current hold and loss, in force without dropping queued packets."""
+    def set_points(self, points: dict[int, TracePoint]) -> None:
+        """A schedule's points (by link index) in force: delay, and jitter and loss if given."""
+        with self.lock:
+            for link in self.links:
+                point = points.get(link.index)
+                if point is None:
+                    continue
+                link.delay_ms = point.delay_ms
+                if point.jitter_ms is not None:
+                    link.jitter_ms = point.jitter_ms
+                if point.loss_pct is not None:
+                    link.loss_pct = point.loss_pct
+            self._apply(set(points))
+
+    def _apply(self, indices: set[int] | None = None) -> None:
+        """Links' current hold, jitter and loss in force without dropping queued packets
+        (netem: `tc qdisc change` on the links given, or all)."""
         if self.backend == "netem":
-            run_batch("tc", [(ns, netem_commands(intf, link)[-1])
-                     for link in self.links
+            run_batch("tc", [(ns, ["tc", "qdisc", "change"] + netem_commands(intf, link)[-1][3:])
+                     for link in self.links if indices is None or link.index in indices
                      for ns, intf in ((link.ns1, link.intf1), (link.ns2, link.intf2))])
         elif self.process is not None:
             delayline.write_config(self.config_path, self._specs())
@@ -178,10 +210,11 @@ class LinkEmulation:
 
         No port goes down: to the switches and the controller the link looks alive.
         """
-        for link in self.links:
-            if link.index in indices:
-                link.loss_pct = loss_pct
-        self._apply()
+        with self.lock:
+            for link in self.links:
+                if link.index in indices:
+                    link.loss_pct = loss_pct
+            self._apply(set(indices))
 
     def set_params(self, index: int, delay_ms: float | None = None,
                    jitter_ms: float | None = None, loss_pct: float | None = None,
@@ -189,16 +222,19 @@ class LinkEmulation:
         """New figures for one link at run time, applied to that link alone (None: as is;
         `rate`: set bandwidth_mbit, None then meaning no rate limit).
 
-        The calibrated hold moves with the delay (hold = delay - what the fabric adds), so a
-        link set to 20 ms still measures 20 ms. Queued frames keep their deadlines. Only what
+        The calibrated hold moves with the delay (EmulatedLink.applied_hold_ms), so a link set
+        to 20 ms still measures 20 ms. Queued frames keep their deadlines. Only what
         changed is touched: HTB cannot change a qdisc in place, so a new rate replaces the
         class, and adding or removing a rate rebuilds the link's qdiscs.
         """
-        link = next(link for link in self.links if link.index == index)
+        with self.lock:
+            self._set_params(next(link for link in self.links if link.index == index),
+                             delay_ms, jitter_ms, loss_pct, bandwidth_mbit, rate)
+
+    def _set_params(self, link: EmulatedLink, delay_ms, jitter_ms, loss_pct, bandwidth_mbit,
+                    rate: bool) -> None:
         old_rate = link.bandwidth_mbit
-        if delay_ms is not None:
-            link.hold_ms += delay_ms - link.delay_ms
-            link.delay_ms = delay_ms
+        link.delay_ms = link.delay_ms if delay_ms is None else delay_ms
         link.jitter_ms = link.jitter_ms if jitter_ms is None else jitter_ms
         link.loss_pct = link.loss_pct if loss_pct is None else loss_pct
         if rate:
@@ -219,9 +255,8 @@ class LinkEmulation:
                     commands.append((ns, netem_commands(intf, link)[-1]))
         if commands:
             run_batch("tc", commands)
-        if self.backend == "userspace" and self.process is not None:
-            delayline.write_config(self.config_path, self._specs())
-            delayline.reload(self.process, self.stats_path)
+        if self.backend == "userspace":
+            self._apply({link.index})
 
     def stats(self) -> dict:
         """Per-link counters of the delay line (empty for netem)."""
@@ -247,7 +282,7 @@ class LinkEmulation:
         for link in self.links:
             a, b = delay_line_ends(link.index)
             specs.append(delayline.LinkSpec(
-                name=link.name, ifname_a=a, ifname_b=b, hold_ms=link.hold_ms,
+                name=link.name, ifname_a=a, ifname_b=b, hold_ms=link.applied_hold_ms,
                 jitter_ms=link.jitter_ms, loss_pct=link.loss_pct,
                 queue_packets=link.model.queue_packets,
                 span_ms=max(0.0, link.delay_ms - self.span_trim_ms)))

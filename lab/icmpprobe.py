@@ -11,7 +11,8 @@ before sendto, a few microseconds early at most.
 
 request: {"pairs": [{"key": str, "pid": int, "src": ip, "dst": ip}], "count": int,
           "warmup": int, "gap_ms": float, "timeout_s": float}
-result:  {"rtt_ms": {key: [float, ...]}, "sent": {key: int}}
+result:  {"rtt_ms": {key: [float, ...]}, "sent_at": {key: [wall-clock send time, ...]},
+          "sent": {key: int}}
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def probe(pairs: list[dict], count: int, warmup: int = 2, gap_ms: float = 0.5,
     idents = {ident_base + i: p for i, p in enumerate(pairs)}
     ident_of = {p["key"]: ident for ident, p in idents.items()}
     sent_at: dict[tuple[int, int], float] = {}
-    rtts: dict[str, list[float]] = {p["key"]: [] for p in pairs}
+    rtts, sent_times = ({p["key"]: [] for p in pairs} for _ in range(2))  # ms; when sent
     sent = {p["key"]: 0 for p in pairs}
     by_fd = {s.fileno(): s for s in sockets.values()}
     pid_of = {s.fileno(): pid for pid, s in sockets.items()}
@@ -97,6 +98,7 @@ def probe(pairs: list[dict], count: int, warmup: int = 2, gap_ms: float = 0.5,
                 received = stamp[0] + stamp[1] * 1e-9 if stamp else time.time()
                 if seq >= warmup:
                     rtts[idents[ident]["key"]].append((received - start) * 1000.0)
+                    sent_times[idents[ident]["key"]].append(start)
 
     gap = gap_ms / 1000.0
     for seq in range(warmup + count):
@@ -117,7 +119,7 @@ def probe(pairs: list[dict], count: int, warmup: int = 2, gap_ms: float = 0.5,
         drain(deadline - time.monotonic())
     for sock in sockets.values():
         sock.close()
-    return {"rtt_ms": rtts, "sent": sent}
+    return {"rtt_ms": rtts, "sent_at": sent_times, "sent": sent}
 
 
 def main() -> int:
@@ -139,6 +141,20 @@ def measure(lab, pairs: list[tuple[str, str, str]], count: int, warmup: int = 2,
     Returns key -> (RTT samples in ms, probes counted). The prober carries the run's marker,
     so `lab cleanup` finds it if the lab dies while it runs.
     """
+    data = _run(lab, pairs, count, warmup, gap_ms, timeout_s)
+    return {key: (data["rtt_ms"][key], data["sent"][key]) for key, _, _ in pairs}
+
+
+def measure_series(lab, pairs: list[tuple[str, str, str]], count: int, warmup: int = 2,
+                   gap_ms: float = 0.5, timeout_s: float = 2.0,
+                   ) -> dict[str, tuple[list[tuple[float, float]], int]]:
+    """As `measure`, each sample with its send time: key -> ([(wall time, RTT ms)], sent)."""
+    data = _run(lab, pairs, count, warmup, gap_ms, timeout_s)
+    return {key: (list(zip(data["sent_at"][key], data["rtt_ms"][key])), data["sent"][key])
+            for key, _, _ in pairs}
+
+
+def _run(lab, pairs, count, warmup, gap_ms, timeout_s) -> dict:
     request = {"pairs": [{"key": key, "pid": lab.host(src).pid, "src": lab.host(src).IP(),
                           "dst": lab.host(dst).IP()} for key, src, dst in pairs],
                "count": count, "warmup": warmup, "gap_ms": gap_ms, "timeout_s": timeout_s}
@@ -150,5 +166,4 @@ def measure(lab, pairs: list[tuple[str, str, str]], count: int, warmup: int = 2,
                             env=child_env(**{PROCESS_MARKER: lab.state.run_id}))
     if result.returncode != 0:
         raise RuntimeError(f"prober failed: {result.stderr.strip().splitlines()[-1:]}")
-    data = json.loads(result.stdout)
-    return {key: (data["rtt_ms"][key], data["sent"][key]) for key, _, _ in pairs}
+    return json.loads(result.stdout)

@@ -121,7 +121,7 @@ class LinkControl:
         link = self.links[name]
         configured = link.model
         return {"name": name, "a": configured.a, "b": configured.b,
-                "up": name not in self.down, "hold_ms": round(link.hold_ms, 4),
+                "up": name not in self.down, "hold_ms": round(link.applied_hold_ms, 4),
                 "delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
                 "loss_pct": link.loss_pct, "rate_mbit": link.bandwidth_mbit,
                 "configured": {"delay_ms": configured.delay_ms, "jitter_ms": configured.jitter_ms,

@@ -22,6 +22,7 @@ from controllers.launcher import ROUTE_SETTLE_S
 from lab.files import open_append, write_json
 from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
+from measurements import congestion
 from measurements.dbbench import placements_of
 from measurements.dbworkload import DbBenchError, DbWorkload
 from measurements.jsonlines import read_json_lines
@@ -266,10 +267,13 @@ class CompareRun:
     def _cell(self, scenario: Scenario, strategy: str, step) -> dict:
         ctl = self.lab.controller
         step("strategy")
-        ctl.set_strategy(strategy)
+        # Only the congestion cells route by measured delays: elsewhere the configured ones
+        # stand (probes read the sub-millisecond links high: controllers.core Options).
+        ctl.set_strategy(strategy, measured_delays=bool(scenario.scheduled))
         time.sleep(SETTLE_S)
         record = {"scenario": scenario.name, "strategy": strategy, "links_cut": list(scenario.links),
-                  "isolated": list(scenario.isolated), "start": time.time()}
+                  "isolated": list(scenario.isolated), "scheduled": list(scenario.scheduled),
+                  "start": time.time()}
         record["choices_before"] = self._choices()
         record["expected_rtt_ms"] = self._expected_rtts(record["choices_before"])
         paths_before = ctl.get("paths")["paths"]
@@ -280,27 +284,13 @@ class CompareRun:
         cut_off = [h.name for h in self.topo.hosts.values() if h.site in scenario.isolated]
         db_rows: list[list] = []
         try:
-            if scenario.links:
-                writers = self._start_writers()
-            step("database workload")
-            t0 = time.monotonic()
-            db_rows += self._db_phase(scenario, strategy, "before", [], record)
-            time.sleep(max(0.0, MIN_BEFORE_S - (time.monotonic() - t0)))
-            if scenario.links:
-                step("failure injected")
-                record["failure"] = time.time()
-                self.lab.emulation.set_loss(set(scenario.links), 100.0)
-                try:
-                    time.sleep(self.failure_window_s)
-                    record["choices_after"] = self._choices()
-                    step("database workload after the failure")
-                    db_rows += self._db_phase(scenario, strategy, "after", cut_off, record)
-                finally:
-                    step("repair")
-                    self.lab.emulation.set_loss(set(scenario.links), 0.0)
-                    record["repair"] = time.time()
+            if scenario.scheduled:
+                step("schedules playing")
+                time.sleep(MIN_BEFORE_S)
+                congestion.play(self.lab, scenario, record, self.scratch, self.out)
+                record["choices_after"] = self._choices()
             else:
-                time.sleep(self.failure_window_s / 2)
+                db_rows += self._failure(scenario, strategy, record, cut_off, writers, step)
         finally:
             code = self._stop_probe(prober)
             no_data: dict = {}
@@ -332,6 +322,32 @@ class CompareRun:
             raise CompareError(f"{record['scenario']} / {record['strategy']}: {self.lab.died}; "
                                f"the cell is marked invalid and the comparison stopped")
         return record
+
+    def _failure(self, scenario: Scenario, strategy: str, record: dict, cut_off: list[str],
+                 writers: dict, step) -> list[list]:
+        """The database workload, then the failure (if any) with the workload after it."""
+        if scenario.links:
+            writers.update(self._start_writers())
+        step("database workload")
+        t0 = time.monotonic()
+        db_rows = self._db_phase(scenario, strategy, "before", [], record)
+        time.sleep(max(0.0, MIN_BEFORE_S - (time.monotonic() - t0)))
+        if not scenario.links:
+            time.sleep(self.failure_window_s / 2)
+            return db_rows
+        step("failure injected")
+        record["failure"] = time.time()
+        self.lab.emulation.set_loss(set(scenario.links), 100.0)
+        try:
+            time.sleep(self.failure_window_s)
+            record["choices_after"] = self._choices()
+            step("database workload after the failure")
+            db_rows += self._db_phase(scenario, strategy, "after", cut_off, record)
+        finally:
+            step("repair")
+            self.lab.emulation.set_loss(set(scenario.links), 0.0)
+            record["repair"] = time.time()
+        return db_rows
 
     def _db_listen_drops(self) -> dict[str, int]:
         return {db.name: listen_drops(self.lab.host(db.name).pid) for db in self.dbs.servers()}

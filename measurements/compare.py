@@ -13,6 +13,8 @@ and failures are injected and repaired between cells. For each scenario x strate
   virtual address every SERVICE_INTERVAL_S (connect only): the outage seen by services;
 - database: the dbbench worker (connect, indexed read, ORM page) from every placement to the
   db virtual address, before the failure and again after the controller moved the traffic;
+- congestion (instead of a failure): the links that have a schedule follow it for one pass
+  while the probes run (measurements/congestion.py), the controller's paths read back;
 - failure (not in "normal"): at a recorded moment, while both probes run, the scenario's
   links drop 100 % of their frames in the link emulation (a silent cut: carrier stays up,
   only the controller's own probes notice); repaired at the end of the cell.
@@ -29,6 +31,8 @@ Raw files in the output directory (`lab report DIR` recomputes everything from t
                     calibration, versions of the tools, settings, timings
     controller-events.log  what the lab's controller logged during the run (strategy changes,
                     ports, links found silent and back): the network's side of a failure
+    schedule.jsonl  the congestion scenario's schedules as applied: scenario, strategy, then
+                    lab.schedule's log line (scheduled and applied time, link, delay, hold)
     <topology>.yaml the topology file the run used
 
 The cells themselves: measurements/cells.py; the programs beside the lab (the application
@@ -51,7 +55,7 @@ from measurements.cells import (CLIENT_INTERVAL_S, DB_OPERATIONS, FAILOVER, FAIL
                                 WRITER_INTERVAL_S, CompareRun)
 from measurements.postgres import PG_BIN
 from measurements.progress import SILENT, Progress
-from measurements.scenarios import SCENARIOS, scenarios_of
+from measurements.scenarios import DEFAULT_SCENARIOS, scenarios_of
 from topologies.loader import load
 from topologies.model import Topology
 
@@ -96,7 +100,8 @@ def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float
     return {"topology": topo.as_dict(paths=False), "topology_file": Path(topo.source).name,
             "versions": tool_versions(), "strategies": list(strategies),
             "scenarios": [{"name": s.name, "description": s.description, "links": list(s.links),
-                           "isolated": list(s.isolated)} for s in chosen],
+                           "isolated": list(s.isolated), "scheduled": list(s.scheduled),
+                           "schedule_s": s.schedule_s} for s in chosen],
             "settings": {"samples": samples, "db_operations": list(DB_OPERATIONS),
                          "page_queries": PAGE_QUERIES, "client_interval_s": CLIENT_INTERVAL_S,
                          "service_interval_s": SERVICE_INTERVAL_S,
@@ -105,7 +110,7 @@ def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float
                          "failure_window_s": failure_window_s}}
 
 
-def run_compare(topology, strategies=COMPARED, scenarios=tuple(SCENARIOS),
+def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
                 samples: int = DEFAULT_SAMPLES, out_dir: str | Path | None = None,
                 progress: Progress = SILENT, lab_factory=None,
                 failure_window_s: float = FAILURE_WINDOW_S) -> CompareResult:
@@ -126,6 +131,17 @@ def run_compare(topology, strategies=COMPARED, scenarios=tuple(SCENARIOS),
     out = results_dir(out_dir, "compare")
     if topo.source and Path(topo.source).is_file():
         copy_file(topo.source, out / Path(topo.source).name)
+    copied = set()
+    for link in topo.links:  # beside it, the traces its schedules play (same relative path)
+        if link.schedule and Path(topo.source).is_file():
+            trace = Path(link.schedule.trace.file).resolve()
+            home = Path(topo.source).resolve().parent
+            dest = out / (trace.relative_to(home) if trace.is_relative_to(home)
+                          else Path("traces") / trace.name)
+            if dest not in copied:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                copy_file(trace, dest)
+                copied.add(dest)
     if lab_factory is None:
         from controllers.forwarding import make_lab as lab_factory
     setup = _setup(topo, strategies, chosen, samples, failure_window_s)

@@ -2,12 +2,15 @@
 
 One table, one entry per scenario: a function that finds, on a topology, the links the
 failure cuts (they drop 100 % of their frames: a silent cut) and the sites left with no
-link at all, or None where the topology has no such site.
+link at all, or None where the topology has no such site. One scenario changes delays
+instead of cutting links: `congestion` plays the topology's schedules (topologies.trace:
+in the default topology, the line between the data centers and the inter-Region link).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 
@@ -19,6 +22,8 @@ class Scenario:
     description: str
     links: tuple[int, ...] = ()  # link indices (1-based, file order)
     isolated: tuple[str, ...] = ()  # sites whose every link is cut
+    scheduled: tuple[int, ...] = ()  # links whose schedule plays during the cell
+    schedule_s: float = 0.0  # how long it plays (the longest schedule's one pass)
 
 
 def _links_of(topo, site: str) -> tuple[int, ...]:
@@ -56,11 +61,27 @@ def _service_link_cut(topo) -> Scenario | None:
                     f"{outpost.region} cut", (link.index,))
 
 
+def _congestion(topo) -> Scenario | None:
+    scheduled = [link for link in topo.links if link.schedule is not None]
+    if not scheduled:
+        return None
+    names = ", ".join(f"{link.name} ({Path(link.schedule.trace.file).name})" for link in scheduled)
+    return Scenario("congestion", f"delays follow their schedules: {names}",
+                    scheduled=tuple(link.index for link in scheduled),
+                    schedule_s=max(min(link.schedule.period_s, MAX_SCHEDULE_S)
+                                   for link in scheduled))
+
+
 SCENARIOS: dict[str, Callable] = {"normal": _normal, "dc-failure": _dc_failure,
-                                  "lz-cut": _lz_cut, "service-link-cut": _service_link_cut}
+                                  "lz-cut": _lz_cut, "service-link-cut": _service_link_cut,
+                                  "congestion": _congestion}
+# What `lab compare` runs unless told: congestion adds about 20 s per strategy (its
+# schedules' 14 s, the settling), so it is asked for by name.
+DEFAULT_SCENARIOS = ("normal", "dc-failure", "lz-cut", "service-link-cut")
+MAX_SCHEDULE_S = 120.0  # a cell plays at most this much of a longer (or looped) schedule
 
 
-def scenarios_of(topology, names=tuple(SCENARIOS)) -> list[Scenario]:
+def scenarios_of(topology, names=DEFAULT_SCENARIOS) -> list[Scenario]:
     """The named scenarios on this topology (the primary's DC, the first LZ and Outpost)."""
     found = []
     for name in names:
@@ -68,6 +89,7 @@ def scenarios_of(topology, names=tuple(SCENARIOS)) -> list[Scenario]:
             raise ValueError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
         scenario = SCENARIOS[name](topology)
         if scenario is None:
-            raise ValueError(f"scenario {name!r} needs a site this topology does not have")
+            raise ValueError(f"scenario {name!r} needs a site (congestion: a link with a "
+                             f"schedule) this topology does not have")
         found.append(scenario)
     return found

@@ -225,9 +225,23 @@ def _read_topology(file: str, path: Path) -> tuple[str, Any, Topology]:
         raise SweepError(file, "topology", f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         data = yaml.load(text, Loader=LOADER)
+        _absolute_traces(data, path.parent)
         return text, data, parse(copy.deepcopy(data), str(path))
     except (TopologyError, yaml.YAMLError) as exc:
         raise SweepError(file, "topology", f"{path} is not a valid topology: {exc}") from None
+
+
+def _absolute_traces(data: Any, base: Path) -> None:
+    """Schedules' trace files named by absolute path: a point's topology file is written
+    elsewhere than the one it derives from."""
+    if not isinstance(data, dict):
+        return
+    owners = list((data.get("link_classes") or {}).values()) + list(data.get("links") or [])
+    for owner in owners:
+        schedule = owner.get("schedule") if isinstance(owner, dict) else None
+        if (isinstance(schedule, dict) and isinstance(schedule.get("trace"), str)
+                and (base / schedule["trace"]).is_file()):
+            schedule["trace"] = str((base / schedule["trace"]).resolve())
 
 
 def _entry(file: str, where: str, raw: dict, topology: Topology) -> dict[str, Any]:

@@ -17,7 +17,14 @@ import yaml
 
 from topologies.model import (HOST_ROLES, LAB_PREFIX, MAX_DELAY_MS, MAX_PORTS_PER_SITE,
                               NAME_PATTERN, NAME_RULE, SITE_KINDS, Host, Link, LinkClass, Site,
-                              Topology, TopologyError, derived_delay_ms, great_circle_km)
+                              Schedule, Topology, TopologyError, derived_delay_ms,
+                              great_circle_km)
+from topologies.trace import load_trace
+
+
+# Where the shipped topology files and their traces (traces/) are: a trace named relative to
+# its topology file is also looked for here.
+SHIPPED = Path(__file__).resolve().parent
 
 
 class _Reader:
@@ -188,13 +195,15 @@ def _parse_classes(file: str, top: _Reader) -> dict[str, LinkClass]:
         where = f"link_classes.{cname}"
         if not isinstance(cname, str) or not re.match(r"^[a-z][a-z0-9-]{0,31}$", cname):
             raise TopologyError(file, where, "class names are lowercase letters, digits and '-'")
-        r = _Reader(file, where, spec, {"inflation", "equipment_ms", "bandwidth_mbit", "description"})
+        r = _Reader(file, where, spec, {"inflation", "equipment_ms", "bandwidth_mbit", "description",
+                                        "schedule"})
         classes[cname] = LinkClass(
             name=cname,
             inflation=r.number("inflation", 1.0, 10.0),
             equipment_ms=r.number("equipment_ms", 0.0, MAX_DELAY_MS),
             bandwidth_mbit=r.number("bandwidth_mbit", 0.001, 100_000.0, default=None),
             description=r.get("description", str, ""),
+            schedule=_schedule(r),
         )
     return classes
 
@@ -244,7 +253,7 @@ def _parse_links(file: str, top: _Reader, sites: dict[str, Site],
     for i, spec in enumerate(_list(top, "links")):
         r = _Reader(file, f"links[{i}]", spec, {"ends", "class", "delay_ms", "source",
                                                 "bandwidth_mbit", "jitter_ms", "loss_pct",
-                                                "queue_packets"})
+                                                "queue_packets", "schedule"})
         ends = r.get("ends", list, required=True)
         if len(ends) != 2 or not all(isinstance(e, str) for e in ends):
             r.fail("ends", "must be a list of two site names")
@@ -286,9 +295,24 @@ def _parse_links(file: str, top: _Reader, sites: dict[str, Site],
             bandwidth_mbit=r.number("bandwidth_mbit", 0.001, 100_000.0, default=cls.bandwidth_mbit),
             jitter_ms=r.number("jitter_ms", 0.0, MAX_DELAY_MS, default=0.0),
             loss_pct=r.number("loss_pct", 0.0, 100.0, default=0.0),
-            queue_packets=queue, index=i + 1,
+            queue_packets=queue, index=i + 1, schedule=_schedule(r) or cls.schedule,
         ))
     return links
+
+
+def _schedule(owner: _Reader) -> Schedule | None:
+    """A `schedule:` mapping (trace file relative to the topology file, loop, speed), read."""
+    if owner.data.get("schedule") is None:
+        return None
+    r = _Reader(owner.file, owner.path("schedule"), owner.data["schedule"], {"trace", "loop", "speed"})
+    name = r.get("trace", str, required=True)
+    path = Path(name) if Path(name).is_absolute() else Path(owner.file).parent / name
+    if not path.is_file() and (SHIPPED / name).is_file():
+        path = SHIPPED / name  # a shipped trace, from a copy of a shipped topology file
+    if not path.is_file():
+        r.fail("trace", f"no trace file {str(path)!r}")
+    return Schedule(trace=load_trace(path), loop=r.get("loop", bool, True),
+                    speed=r.number("speed", 1e-3, 1e6, default=1.0))
 
 
 def _parse_hosts(file: str, top: _Reader, sites: dict[str, Site]) -> dict[str, Host]:

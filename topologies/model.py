@@ -8,8 +8,11 @@ file again or gets a link's figures back from Mininet.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import math
+from collections.abc import Iterator
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,83 @@ def one_line(text: str) -> str:
     return text.translate(_LINE_BREAKS)
 
 
+def read_text(path: Path) -> str:
+    """A topology or trace file's text, or the TopologyError that says why not."""
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise TopologyError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise TopologyError(path, "(file)", "not a text file (UTF-8)") from None
+
+
+@dataclass(frozen=True)
+class TracePoint:
+    """What a link applies from `time_s` on: None keeps the link's own jitter or loss."""
+
+    time_s: float
+    delay_ms: float
+    jitter_ms: float | None = None
+    loss_pct: float | None = None
+
+
+@dataclass(frozen=True)
+class Trace:
+    file: str
+    points: tuple[TracePoint, ...]
+    header: tuple[tuple[str, str], ...] = ()  # (key, value) from the comment lines
+
+    @property
+    def period_s(self) -> float:
+        """Length of one pass: the last row's offset (a single row: for ever)."""
+        return self.points[-1].time_s if len(self.points) > 1 else math.inf
+
+    def meta(self, key: str) -> str:
+        return dict(self.header).get(key, "")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A trace played on a link: from the moment the player starts, at `speed`, looped or once."""
+
+    trace: Trace
+    loop: bool = True
+    speed: float = 1.0
+
+    @property
+    def period_s(self) -> float:
+        """One pass of the trace in run time (seconds)."""
+        return self.trace.period_s / self.speed
+
+    def at(self, t: float) -> TracePoint:
+        """The point in force `t` seconds (run time) after the start."""
+        offset = max(0.0, t) * self.speed
+        if self.loop and math.isfinite(self.trace.period_s):
+            offset %= self.trace.period_s
+        times = [p.time_s for p in self.trace.points]
+        return self.trace.points[max(0, bisect.bisect_right(times, offset) - 1)]
+
+    def changes(self, until: float) -> list[tuple[float, TracePoint]]:
+        """Every (run time, point) at which the schedule changes, from 0 to `until` seconds."""
+        return list(itertools.takewhile(lambda change: change[0] <= until, self.iter_changes()))
+
+    def iter_changes(self) -> Iterator[tuple[float, TracePoint]]:
+        """(run time, point) at each change, in order; without end when looped."""
+        looped = self.loop and math.isfinite(self.period_s)
+        points = self.trace.points[:-1] if looped else self.trace.points
+        start = 0.0
+        while True:
+            for p in points:
+                yield start + p.time_s / self.speed, p
+            if not looped:
+                return
+            start += self.period_s
+
+    def as_dict(self) -> dict:
+        return {"trace": self.trace.file, "loop": self.loop, "speed": self.speed,
+                "source": self.trace.meta("source"), "license": self.trace.meta("license")}
+
+
 @dataclass(frozen=True)
 class LinkClass:
     """Defaults shared by links of one kind (route inflation, equipment delay, bandwidth)."""
@@ -56,6 +136,7 @@ class LinkClass:
     equipment_ms: float
     bandwidth_mbit: float | None = None
     description: str = ""
+    schedule: Schedule | None = None  # every link of the class follows it (unless its own)
 
 
 @dataclass(frozen=True)
@@ -92,6 +173,8 @@ class Link:
     loss_pct: float
     queue_packets: int
     index: int  # 1-based position in the file
+    # The delay over time (topologies.trace), replacing delay_ms while a player runs it.
+    schedule: Schedule | None = None
 
     @property
     def name(self) -> str:
@@ -194,7 +277,8 @@ class Topology:
                        "delay_ms": round(l.delay_ms, 4), "source": l.delay_source,
                        "distance_km": round(l.distance_km, 1),
                        "bandwidth_mbit": l.bandwidth_mbit, "jitter_ms": l.jitter_ms,
-                       "loss_pct": l.loss_pct, "queue_packets": l.queue_packets}
+                       "loss_pct": l.loss_pct, "queue_packets": l.queue_packets,
+                       "schedule": l.schedule.as_dict() if l.schedule else None}
                       for l in self.links],
             "hosts": [{"name": h.name, "site": h.site, "role": h.role, "ip": h.ip,
                        "mac": h.mac} for h in self.hosts.values()],

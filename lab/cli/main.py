@@ -14,16 +14,17 @@ from controllers.strategies import COMPARED, STRATEGIES
 from lab.cli.checks import check_options
 from lab.cli.control import cmd_link_set, cmd_site
 from lab.cli.measure import cmd_bench_db, cmd_compare, cmd_report
-from lab.cli.output import UsageError
+from lab.cli.output import UsageError, file_commands
 from lab.cli.running import cmd_controller, cmd_run, cmd_up, cmd_verify
 from lab.cli.sweep import cmd_sweep
 from lab.cli.topo import cmd_cleanup, cmd_doctor, cmd_topo_check, cmd_topo_show
+from lab.cli.trace import add_trace_commands
 from lab.emulation import CHOICES
 from lab.links import LinkParamError
 from lab.network import LabError
 from lab.signals import Interrupted, stop_signals_raise
 from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
-from measurements.scenarios import SCENARIOS
+from measurements.scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from topologies import DEFAULT_TOPOLOGY
 from topologies.model import TopologyError, one_line
 
@@ -59,15 +60,11 @@ def _lab_options(p) -> None:
 
 
 def _topology_commands(sub) -> None:
-    topo = sub.add_parser("topo", help="check or show a topology file")
-    topo_sub = topo.add_subparsers(dest="topo_command", required=True, metavar="ACTION")
-    check = topo_sub.add_parser("check", help="validate a topology file")
-    check.add_argument("file")
-    check.set_defaults(func=cmd_topo_check)
-    show = topo_sub.add_parser("show", help="sites, links with delays and sources, expected RTTs")
-    show.add_argument("file")
-    show.add_argument("--json", action="store_true", help="print one JSON object")
-    show.set_defaults(func=cmd_topo_show)
+    topo = file_commands(sub, "topo", "check or show a topology file", {
+        "check": ("validate a topology file", cmd_topo_check),
+        "show": ("sites, links with delays and sources, expected RTTs", cmd_topo_show)})
+    topo.choices["show"].add_argument("--json", action="store_true", help="print one JSON object")
+    add_trace_commands(sub)
 
 
 def _lab_commands(sub) -> None:
@@ -83,6 +80,8 @@ def _lab_commands(sub) -> None:
                     help="the controller routes by the link delays it measures where they "
                          "clearly differ from the configured ones (so a link slowed with "
                          "`lab link set` is avoided)")
+    up.add_argument("--schedules", action="store_true",
+                    help="play the topology's schedules (delay traces) while up")
     up.set_defaults(func=cmd_up)
 
     link = sub.add_parser("link", help="change a link of the running lab (`lab up`)")
@@ -120,6 +119,11 @@ def _lab_commands(sub) -> None:
     ver.add_argument("--tolerance-pct", type=float,
                      help="plus this percentage of the expected RTT (default: 2)")
     ver.add_argument("--json", help="write the report here")
+    ver.add_argument("--schedule", type=float, metavar="SECONDS",
+                     help="instead: play the topology's schedules this long and compare the "
+                          "delay over time with them (files and schedule.png in --out)")
+    ver.add_argument("--out", help="with --schedule: results directory "
+                                   "(default: results/schedule-<time>)")
     ver.set_defaults(func=cmd_verify)
 
 
@@ -139,8 +143,8 @@ def _measure_commands(sub) -> None:
     _lab_options(cmp_)
     cmp_.add_argument("--strategies", default=",".join(COMPARED),
                       help="comma-separated (default: %(default)s); --strategy is not used")
-    cmp_.add_argument("--scenarios", default=",".join(SCENARIOS),
-                      help="comma-separated (default: %(default)s)")
+    cmp_.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                      help=f"comma-separated, of {', '.join(SCENARIOS)} (default: %(default)s)")
     cmp_.add_argument("--samples", type=int, default=DEFAULT_COMPARE_SAMPLES,
                       help="database requests per operation, placement and phase "
                            "(default: %(default)s)")

@@ -19,6 +19,18 @@ from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+def file_commands(sub, name: str, help: str, actions: dict):
+    """`lab NAME ACTION FILE`: one subcommand per action (name -> (help, function)); returns
+    the group (its `.choices`: the actions' parsers, for options and actions of their own)."""
+    group = sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True,
+                                                           metavar="ACTION")
+    for action, (action_help, func) in actions.items():
+        parser = group.add_parser(action, help=action_help)
+        parser.add_argument("file")
+        parser.set_defaults(func=func)
+    return group
+
+
 class UsageError(Exception):
     """Bad input from the user: reported in one line, exit status 2."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from controllers.forwarding import make_lab, parse_controller
 from lab.cli.output import UsageError, console, fmt
 from lab.files import write_json
 from lab.network import LabError
+from lab.runstate import run_dir
+from lab.schedule import SchedulePlayer, scheduled_links
 from lab.switchpriority import PRIORITY
 from topologies.loader import load
 
@@ -66,15 +69,21 @@ def cmd_up(args) -> int:
         console.print(f"link control API: {server.url}/v1/ (lab link set, lab site cut)")
         if args.dashboard:
             console.print(f"dashboard: [bold]{server.url}/[/]")
-        if args.cli:
-            _mininet_cli(lab)
-        else:
-            console.print("running; press Ctrl-C (or send SIGTERM) to tear down")
-            try:
-                while not died.wait(1.0):
+        with contextlib.ExitStack() as playing:
+            if args.schedules:
+                schedules = scheduled_links(lab.topology)
+                log = run_dir() / "schedule-applied.jsonl"
+                playing.enter_context(SchedulePlayer(lab.emulation, schedules, log))
+                console.print(f"playing the schedules of {len(schedules)} links; as applied: {log}")
+            if args.cli:
+                _mininet_cli(lab)
+            else:
+                console.print("running; press Ctrl-C (or send SIGTERM) to tear down")
+                try:
+                    while not died.wait(1.0):
+                        pass
+                except KeyboardInterrupt:  # the way to stop `lab up`: not an error
                     pass
-            except KeyboardInterrupt:  # the way to stop `lab up`: not an error
-                pass
         death = lab.died
     console.print(f"torn down in {lab.timing.teardown_s:.2f} s")
     if death:
@@ -132,6 +141,8 @@ def cmd_verify(args) -> int:
     """Bring the lab up, measure every link and path, compare with the model."""
     from measurements.verify import TOLERANCE, Tolerance, verify
 
+    if args.schedule is not None:
+        return _verify_schedule(args)
     lab = _bring_up(args)
     with lab:
         console.print(_up_summary(lab))
@@ -159,6 +170,42 @@ def cmd_verify(args) -> int:
     if args.json:
         write_json(args.json, report)
         console.print(f"report written to {args.json}")
+    return 0 if report["pass"] else 1
+
+
+def _verify_schedule(args) -> int:
+    """`lab verify --schedule SECONDS`: the delay over time against the schedules."""
+    from measurements.report.scheduleplot import schedule_plot
+    from measurements.schedulecheck import verify_schedule
+
+    if args.schedule <= 0:
+        raise UsageError("--schedule: must be a positive number of seconds")
+    out = Path(args.out or f"results/schedule-{time.strftime('%Y%m%d-%H%M%S')}")
+    lab = _bring_up(args)
+    with lab:
+        console.print(_up_summary(lab))
+        console.print(f"playing the schedules for {args.schedule:g} s, probing each scheduled "
+                      "link every few ms")
+        try:
+            report = verify_schedule(lab, args.schedule, out)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    table = Table(title="Delay over time: measured vs scheduled (RTT of probes pinned to "
+                        "each link)")
+    for col in ("link", "trace", "n", "median |error| ms", "p95 |error| ms", "alignment s"):
+        table.add_column(col, justify="left" if col in ("link", "trace") else "right")
+    for r in report["links"]:
+        table.add_row(r["name"], Path(r["schedule"]["trace"]).name, str(r["n"]),
+                      fmt(r["median_abs_error_ms"]), fmt(r["p95_abs_error_ms"]),
+                      fmt(r["alignment_s"], 3))
+    console.print(table)
+    console.print(f"{'PASS' if report['pass'] else 'FAIL'}: median |error| "
+                  f"{report['median_abs_error_ms']} ms over {report['n']} samples (target <= "
+                  f"{report['targets']['median_abs_error_ms']} ms), largest alignment "
+                  f"{report['max_abs_alignment_s']} s (target within "
+                  f"{report['targets']['alignment_s']} s)")
+    console.print(f"{out}/schedule-check.json, schedule-applied.jsonl, schedule-samples.json, "
+                  f"{schedule_plot(out)}")
     return 0 if report["pass"] else 1
 
 

@@ -3,6 +3,7 @@ latency per region and the database's per placement, and the plots."""
 
 from __future__ import annotations
 
+from measurements.report.congestion import table as congestion_table
 from measurements.report.tables import COLUMNS, number
 
 PLOTS = (
@@ -11,6 +12,20 @@ PLOTS = (
     ("failover_timeline", "client requests around the failure, per strategy"),
     ("map", "the sites at their coordinates, links labelled with their delay"),
 )
+CONGESTION_PLOT = ("congestion", "the watched services' latency over time per strategy, under "
+                   "the scheduled delays")
+
+
+def _congestion(results: dict, scenario: str) -> list[str]:
+    """The scenario's schedule table, if its cells played schedules."""
+    section = results.get("congestion")
+    if not section or not any(c["scenario"] == scenario for c in section["cells"]):
+        return []
+    title, headings, rows = congestion_table(section, scenario)
+    return ["", f"### {title}", "", "Watched: the consumers whose path to their endpoint "
+            "crossed a scheduled link when the cell began; moved/back after: seconds from the "
+            "delay's rise (fall) to the controller's first change of those paths.", "",
+            _row(headings), _row(["---"] * len(headings))] + [_row(r) for r in rows]
 
 
 def render_markdown(results: dict) -> str:
@@ -20,8 +35,10 @@ def render_markdown(results: dict) -> str:
     for scenario in dict.fromkeys(c["scenario"] for c in results["cells"]):
         cells = [c for c in results["cells"] if c["scenario"] == scenario]
         lines += _main_table(scenario, cells) + _regions(cells) + _placements(cells)
-    lines += ["", "## Plots", ""] + [f"- `{png}.png`: {about}" for png, about in PLOTS] + [""]
-    lines += [f"![{png}]({png}.png)" for png, _ in PLOTS]
+        lines += _congestion(results, scenario)
+    plots = PLOTS + ((CONGESTION_PLOT,) if results.get("congestion") else ())
+    lines += ["", "## Plots", ""] + [f"- `{png}.png`: {about}" for png, about in plots] + [""]
+    lines += [f"![{png}]({png}.png)" for png, _ in plots]
     return "\n".join(lines) + "\n"
 
 

@@ -133,10 +133,54 @@ def _timeline_panel(ax, requests: list[dict], cell: dict, window: tuple[float, f
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
+def congestion_plot(raw: dict, results: dict, path: Path) -> None:
+    """The scheduled delays (top) and, per strategy, the watched services' connect latency
+    (median per BIN_S, bottom) against the time since the schedules started."""
+    section = results["congestion"]
+    colors = _colors(raw["setup"]["strategies"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [1, 2]})
+    for name in section["cells"][0]["segments"][0]["delays_ms"]:
+        segs = section["cells"][0]["segments"]
+        top.step([s["from_s"] for s in segs] + [segs[-1]["to_s"]],
+                 [s["delays_ms"][name] for s in segs] + [segs[-1]["delays_ms"][name]],
+                 where="post", label=name)
+    top.set_ylabel("scheduled one-way\ndelay, ms")
+    top.legend(fontsize=8)
+    cells = {c["strategy"]: c for c in raw["cells"] if "schedule_start" in c}
+    for row in section["cells"]:
+        cell = cells[row["strategy"]]
+        hosts = {k.split(">")[0] for k in row["watched"]}
+        t0 = cell["schedule_start"]
+        samples = [(r["start"] - t0, r["latency_ms"]) for r in raw["requests"]
+                   if r["strategy"] == row["strategy"] and r["scenario"] == row["scenario"]
+                   and r["kind"] == "service" and r["ok"] and r["src"] in hosts]
+        if not samples:
+            continue
+        bins: dict[int, list[float]] = {}
+        for t, v in samples:
+            bins.setdefault(int(np.floor(t / BIN_S)), []).append(v)
+        xs = sorted(bins)
+        bottom.plot([(b + 0.5) * BIN_S for b in xs], [np.median(bins[b]) for b in xs],
+                    color=colors[row["strategy"]], label=f"{row['strategy']} (n={len(samples)})")
+    bottom.set_xlabel("time since the schedules started, s")
+    bottom.set_ylabel(f"watched services' connect,\nmedian per {BIN_S:g} s, ms")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+
+
+BIN_S = 0.5
+
+
 def write_all(raw: dict, results: dict, out: Path) -> list[str]:
     """Every plot of the report in out; their file names."""
     latency_cdf(raw, out / "latency_cdf.png")
     placement_bars(results, out / "placement_bars.png")
     failover_timeline(raw, out / "failover_timeline.png")
     site_map(raw["setup"], out / "map.png")
-    return ["latency_cdf.png", "placement_bars.png", "failover_timeline.png", "map.png"]
+    written = ["latency_cdf.png", "placement_bars.png", "failover_timeline.png", "map.png"]
+    if results.get("congestion"):
+        congestion_plot(raw, results, out / "congestion.png")
+        written.append("congestion.png")
+    return written

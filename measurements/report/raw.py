@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from measurements.report.schema import CELL, REQUEST, SETUP, drop_nulls, problem
+from measurements.report.schema import CELL, REQUEST, SCHEDULE, SETUP, drop_nulls, problem
 from topologies.model import one_line
 
 DB_COLUMNS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
@@ -28,7 +28,8 @@ class ReportError(ValueError):
 
 
 def load_raw(out_dir: str | Path) -> dict:
-    """setup.json, cells.jsonl, requests.jsonl and db.csv (optional) of a comparison."""
+    """setup.json, cells.jsonl, requests.jsonl, db.csv and schedule.jsonl (both optional) of
+    a comparison."""
     out = Path(out_dir)
     if not out.is_dir():
         raise ReportError(f"{out}: not a directory")
@@ -38,7 +39,9 @@ def load_raw(out_dir: str | Path) -> dict:
     setup = _json(out / "setup.json")
     _check(setup, SETUP, out / "setup.json")
     raw = {"setup": setup, "cells": _lines(out / "cells.jsonl", CELL),
-           "requests": _lines(out / "requests.jsonl", REQUEST), "db": _db_rows(out / "db.csv")}
+           "requests": _lines(out / "requests.jsonl", REQUEST), "db": _db_rows(out / "db.csv"),
+           "schedule": (_lines(out / "schedule.jsonl", SCHEDULE)
+                        if (out / "schedule.jsonl").exists() else [])}
     _consistent(raw, out)
     return raw
 

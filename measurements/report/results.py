@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from measurements.report import congestion
 from measurements.report.findings import findings
 from measurements.report.raw import quiet
 from measurements.stats import summarize
@@ -116,7 +117,7 @@ def compute(raw: dict) -> dict:
     for cell in raw["cells"]:
         key = (cell["scenario"], cell["strategy"])
         cells.append(_cell(cell, by_cell.get(key, []), db_by_cell.get(key, []), setup))
-    results = {"setup": setup, "cells": cells}
+    results = {"setup": setup, "cells": cells, "congestion": congestion.compute(raw)}
     results["findings"] = findings(results)
     return results
 

@@ -144,3 +144,6 @@ def _fits(value: Any, spec: Any) -> bool:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:60] + "..."
+# schedule.jsonl: one line per change a schedule made (measurements/congestion.py)
+SCHEDULE = {"scenario": str, "strategy": str, "time": NUM, "t_s": NUM, "name": str,
+            "delay_ms": NUM}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+from measurements.report.congestion import table as congestion_table
+
 
 def number(v: float | None, digits: int = 1) -> str:
     """A number as the tables write it: fixed digits, "-" for none."""
@@ -76,4 +78,7 @@ def main_tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 for c in results["cells"] if c["scenario"] == scenario]
         tables.append((f"{scenario}: clinic clients (ms)",
                        [col.short or col.heading for col in CONSOLE_COLUMNS], rows))
+        section = results.get("congestion")
+        if section and any(c["scenario"] == scenario for c in section["cells"]):
+            tables.append(congestion_table(section, scenario))
     return tables

@@ -45,4 +45,5 @@ def test_the_fingerprint_changes_with_what_the_calibration_depends_on():
     assert key != calibration_cache.fingerprint(topo, caps(), "netem")
     data = __import__("yaml").safe_load(DEFAULT_TOPOLOGY.read_text())
     data["links"][0]["delay_ms"] = 7.5
-    assert key != calibration_cache.fingerprint(parse(data, "changed.yaml"), caps(), "userspace")
+    assert key != calibration_cache.fingerprint(parse(data, str(DEFAULT_TOPOLOGY)), caps(),
+                                                "userspace")

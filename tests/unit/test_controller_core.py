@@ -82,6 +82,9 @@ def test_switch_down_is_routed_around(core):
 
 def test_strategy_change_and_rejection(core):
     core.set_strategy("hops", 1.0)
+    assert core.options.use_measured is False
+    core.set_strategy("hops", 1.5, measured_delays=True)
+    assert core.view_strategy()["measured_delays"] is True
     assert walk(core, "svrga", "pg1").sites == ["rga", "dc1"]
     with pytest.raises(UnknownStrategy):
         core.set_strategy("nope", 2.0)
@@ -246,11 +249,11 @@ class FakeBackend:
     def view(self, resource):
         return {"resource": resource, "strategy": self.strategy}
 
-    def set_strategy(self, name):
+    def set_strategy(self, name, measured_delays=None):
         if name not in ("latency", "hops"):
             raise UnknownStrategy(f"unknown strategy {name!r}")
         self.strategy = name
-        return {"name": name}
+        return {"name": name, "measured_delays": measured_delays}
 
 
 def test_rest_api():
@@ -268,7 +271,11 @@ def test_rest_api():
 
     try:
         assert call("GET", "/links") == (200, {"resource": "links", "strategy": "latency"})
-        assert call("PUT", "/strategy", b'{"name": "hops"}') == (200, {"name": "hops"})
+        assert call("PUT", "/strategy", b'{"name": "hops"}') == (
+            200, {"name": "hops", "measured_delays": None})
+        assert call("PUT", "/strategy", b'{"name": "hops", "measured_delays": true}') == (
+            200, {"name": "hops", "measured_delays": True})
+        assert call("PUT", "/strategy", b'{"name": "hops", "measured_delays": 1}')[0] == 400
         status, body = call("PUT", "/strategy", b'{"name": "fastest"}')
         assert status == 400 and "unknown strategy" in body["error"] and backend.strategy == "hops"
         assert call("PUT", "/strategy", b"not json")[0] == 400
@@ -278,3 +285,30 @@ def test_rest_api():
         assert call("PUT", "/paths", b"{}")[0] == 405
     finally:
         server.shutdown()
+
+
+def measured(core, a: str, b: str, delay_ms: float, now: float) -> None:
+    """The monitor heard probes over link a-b, both ways, taking delay_ms."""
+    for key, d in core.monitor.directions.items():
+        if {d.src_site, d.dst_site} == {a, b}:
+            state = core.monitor.state[key]
+            state.samples.extend([delay_ms] * state.samples.maxlen)
+            state.last_rx = now
+
+
+def test_with_measured_delays_a_link_whose_delay_rose_is_routed_around_and_back(core):
+    assert walk(core, "mono2", "pg1").sites == ["dc2", "dc1"]
+    core.set_strategy("latency", 1.0, measured_delays=True)
+    measured(core, "dc1", "dc2", 70.0, 3.0)  # above the detour by the Regions (54.5 ms)
+    core.tick(3.0, 0.0)
+    # The lowest-latency detour: by the Local Zones and both Regions (46.8 ms).
+    assert walk(core, "mono2", "pg1").sites == ["dc2", "lz2a", "rgb", "rga", "lz1a", "dc1"]
+    measured(core, "dc1", "dc2", 27.5, 5.0)
+    core.tick(5.0, 0.0)
+    assert walk(core, "mono2", "pg1").sites == ["dc2", "dc1"]
+
+
+def test_without_measured_delays_the_configured_delay_stands(core):
+    measured(core, "dc1", "dc2", 70.0, 3.0)
+    core.tick(3.0, 0.0)
+    assert walk(core, "mono2", "pg1").sites == ["dc2", "dc1"]

@@ -3,6 +3,8 @@ delay line's configuration accepts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lab.capabilities import Capabilities
@@ -113,7 +115,7 @@ def changed_commands(monkeypatch, backend: str, old: dict, new: dict):
     emu = emulation.LinkEmulation(backend, [link], workdir=None)
     emu.set_params(1, new.get("delay_ms", link.delay_ms), link.jitter_ms,
                    new.get("loss_pct", link.loss_pct), new.get("bandwidth_mbit"), rate=True)
-    assert link.hold_ms == pytest.approx(link.delay_ms - 0.25)
+    assert link.applied_hold_ms == pytest.approx(link.delay_ms - 0.25)
     assert link.model.delay_ms == old.get("delay_ms", 0.0)  # the model stays as configured
     return [(ns, " ".join(cmd[1:])) for ns, cmd in ran]
 
@@ -143,3 +145,36 @@ def test_a_new_rate_replaces_the_htb_class_and_a_first_rate_rebuilds_the_qdiscs(
         "qdisc replace dev hlsa-eth2 root handle 5: htb default 1",
         "class replace dev hlsa-eth2 parent 5: classid 5:1 htb rate 10mbit burst 15k",
         "qdisc replace dev hlsa-eth2 parent 5:1 handle 10: netem delay 0.75ms limit 1000"]
+
+
+def test_a_scheduled_delay_moves_the_calibrated_hold_and_netem_changes_in_place(monkeypatch):
+    from lab.emulation import LinkEmulation
+    from topologies.model import TracePoint
+
+    ran = []
+    monkeypatch.setattr("lab.emulation.run_batch", lambda program, commands: ran.extend(commands))
+    link = emulated(27.5, hold_ms=27.3)  # calibration found 0.2 ms of fabric on this link
+    emulation = LinkEmulation("netem", [link], Path("/nonexistent"))
+    emulation.set_points({1: TracePoint(4.0, 70.0, 0.5, 2.0)})
+    assert (link.delay_ms, link.jitter_ms, link.loss_pct) == (70.0, 0.5, 2.0)
+    assert link.applied_hold_ms == pytest.approx(69.8)
+    assert [c for _, c in ran] == [
+        ["tc", "qdisc", "change", "dev", intf, "root", "handle", "10:", "netem", "delay",
+         "69.8ms", "0.5ms", "loss", "2%", "limit", "1000"] for intf in ("hlsa-eth1", "hlsb-eth1")]
+    ran.clear()
+    emulation.set_points({1: TracePoint(0.0, 27.5)})  # no jitter or loss column: kept
+    assert link.applied_hold_ms == 27.3 and "0.5ms" in ran[0][1]
+
+
+def test_the_delay_line_gets_the_scheduled_hold_and_span(tmp_path):
+    from lab.emulation import LinkEmulation
+    from topologies.model import TracePoint
+
+    link = emulated(0.3, hold_ms=-0.2)
+    emulation = LinkEmulation("userspace", [link], tmp_path)
+    emulation.span_trim_ms = 0.1
+    emulation.set_points({1: TracePoint(0.0, 10.3)})
+    spec, = emulation._specs()
+    assert (spec.hold_ms, spec.span_ms) == (pytest.approx(9.8), pytest.approx(10.2))
+    emulation.set_points({1: TracePoint(0.0, 0.0)})  # below the fabric: the least hold
+    assert emulation._specs()[0].hold_ms == -0.5

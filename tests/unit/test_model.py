@@ -106,11 +106,13 @@ def mutated(change) -> dict:
 
 
 def error_of(data) -> str:
+    # Beside the default topology, so that its schedules' trace files are found.
+    file = str(DEFAULT_TOPOLOGY.parent / "t.yaml")
     with pytest.raises(TopologyError) as info:
-        parse(data, "t.yaml")
+        parse(data, file)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("t.yaml: ")
+    assert message.startswith(f"{file}: ")
     return message
 
 

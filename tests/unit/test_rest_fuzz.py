@@ -31,7 +31,7 @@ class Backend:
     def view(self, resource):
         return {"resource": resource, "strategy": self.strategy}
 
-    def set_strategy(self, name):
+    def set_strategy(self, name, measured_delays=None):
         if name not in ("latency", "hops"):
             raise UnknownStrategy(f"unknown strategy {name!r}")
         self.strategy = name

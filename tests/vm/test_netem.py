@@ -109,3 +109,20 @@ def test_tcp_through_the_kernel_datapath(lab):
     finally:
         server.kill()
         server.wait(timeout=5)
+
+
+def test_a_schedule_point_changes_netem_in_place(lab):
+    """`tc qdisc change`: the new delay (and a trace's jitter) in force on both ends, the
+    round trip following it, then the configured figures back."""
+    from topologies.model import TracePoint
+
+    lab.emulation.set_points({1: TracePoint(0.0, 15.0, 0.0, 0.0)})
+    try:
+        for intf in ("hlsa-eth2", "hlsb-eth2"):
+            qdisc = run(["tc", "qdisc", "show", "dev", intf], check=True).stdout
+            assert "delay 15ms" in qdisc, qdisc
+        samples, _ = measure(lab, [("h1>h2", "h1", "h2")], count=30, warmup=5, gap_ms=20)["h1>h2"]
+        assert rtt_ok(statistics.median(samples), 30.0), statistics.median(samples)
+    finally:
+        lab.emulation.set_points({1: TracePoint(0.0, 5.0, 0.0, 0.0)})
+    assert "delay 5ms" in run(["tc", "qdisc", "show", "dev", "hlsa-eth2"], check=True).stdout
