@@ -113,11 +113,12 @@ def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float
 def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
                 samples: int = DEFAULT_SAMPLES, out_dir: str | Path | None = None,
                 progress: Progress = SILENT, lab_factory=None,
-                failure_window_s: float = FAILURE_WINDOW_S) -> CompareResult:
+                failure_window_s: float = FAILURE_WINDOW_S, seed: int = 0) -> CompareResult:
     """Bring the lab up once, run every scenario x strategy cell, write the raw files.
 
     samples: database requests per operation, placement and phase (the probes' counts follow
-    from their intervals and the cell's length). Teardown always runs. The report is the
+    from their intervals and the cell's length); seed: of the writers' random rows (a
+    sweep's repetitions differ by it). Teardown always runs. The report is the
     next stage's (measurements.report.writer.write_report).
     """
     if samples < 1:
@@ -145,6 +146,7 @@ def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
     if lab_factory is None:
         from controllers.forwarding import make_lab as lab_factory
     setup = _setup(topo, strategies, chosen, samples, failure_window_s)
+    setup["settings"]["seed"] = seed
     t_start = time.monotonic()
     result = CompareResult(out, 0.0)
     lab = lab_factory(topo, strategy=strategies[0], log=progress.note)
@@ -154,7 +156,7 @@ def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
         setup["controller"] = lab.forwarding.kind
         setup["calibration"] = lab.calibration.as_dict() if lab.calibration else None
         setup["bring_up_s"] = round(lab.timing.up_s, 3)
-        run = CompareRun(lab, topo, out, samples, progress, failure_window_s)
+        run = CompareRun(lab, topo, out, samples, progress, failure_window_s, seed)
         log = getattr(lab.controller, "log_path", None)  # None: a controller of the user's
         log_start = log.stat().st_size if log and log.exists() else 0
         try:
