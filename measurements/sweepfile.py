@@ -42,7 +42,7 @@ from measurements.compare import DEFAULT_SAMPLES
 from measurements.scenarios import SCENARIOS, scenarios_of
 from topologies import DEFAULT_TOPOLOGY
 from topologies.loader import _type_name as kind_of
-from topologies.loader import parse, read_yaml
+from topologies.loader import parse, read_file, read_yaml
 from topologies.model import MAX_DELAY_MS, Topology, TopologyError
 
 MAX_REPETITIONS = 100
@@ -157,11 +157,7 @@ class Sweep:
 def load(path: str | Path) -> Sweep:
     """Read and check a sweep file and the topology it names; SweepError names the field."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SweepError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
-    data = read_yaml(raw, str(path), SweepError)
+    data = read_yaml(read_file(path, SweepError), str(path), SweepError)
     return parse_sweep(data, str(path), base_dir=path.parent, default_name=path.stem)
 
 

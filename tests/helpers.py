@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from controllers.strategies import UnknownStrategy
 from lab.iperf import start_server
 from topologies import DEFAULT_TOPOLOGY  # noqa: F401  (the tests import it from here)
 
@@ -140,3 +141,19 @@ def delay_line_counters(proc, stats_path) -> dict:
             return stats["links"]
         time.sleep(0.005)
     raise AssertionError("no stats after SIGUSR1")
+
+
+class FakeRestBackend:
+    """What the controller's REST API serves, without a controller: two strategies."""
+
+    def __init__(self):
+        self.strategy = "latency"
+
+    def view(self, resource):
+        return {"resource": resource, "strategy": self.strategy}
+
+    def set_strategy(self, name, measured_delays=None):
+        if name not in ("latency", "hops"):
+            raise UnknownStrategy(f"unknown strategy {name!r}")
+        self.strategy = name
+        return {"name": name, "measured_delays": measured_delays}

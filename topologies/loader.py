@@ -99,17 +99,21 @@ def _list(reader: _Reader, key: str, required: bool = True) -> list:
 def load(path: str | Path) -> Topology:
     """Read and validate a topology file; any problem is a one-line TopologyError."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TopologyError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:  # a path with a NUL byte
-        raise TopologyError(path, "(file)", f"cannot read: {exc}") from None
-    data = read_yaml(raw, str(path), TopologyError)
+    data = read_yaml(read_file(path, TopologyError), str(path), TopologyError)
     try:
         return parse(data, str(path))
     except RecursionError:
         raise TopologyError(path, "(top)", "nested too deeply") from None
+
+
+def read_file(path: Path, error: Callable[[str, str, str], Exception]) -> bytes:
+    """A file's bytes; one that cannot be read raises `error(path, "(file)", problem)`."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise error(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a path with a NUL byte
+        raise error(path, "(file)", f"cannot read: {exc}") from None
 
 
 def read_yaml(raw: bytes, file: str, error: Callable[[str, str, str], Exception]) -> Any:

@@ -18,6 +18,7 @@ from controllers.routing import link_id
 from controllers.rest import serve
 from controllers.services import default_services
 from controllers.strategies import UnknownStrategy
+from tests.helpers import FakeRestBackend
 from topologies import DEFAULT_TOPOLOGY
 from topologies.loader import load
 
@@ -242,22 +243,8 @@ def test_probe_frame_roundtrip():
     assert parse_probe(b"\x00" * 60) is None
 
 
-class FakeBackend:
-    def __init__(self):
-        self.strategy = "latency"
-
-    def view(self, resource):
-        return {"resource": resource, "strategy": self.strategy}
-
-    def set_strategy(self, name, measured_delays=None):
-        if name not in ("latency", "hops"):
-            raise UnknownStrategy(f"unknown strategy {name!r}")
-        self.strategy = name
-        return {"name": name, "measured_delays": measured_delays}
-
-
 def test_rest_api():
-    backend = FakeBackend()
+    backend = FakeRestBackend()
     server = serve(backend, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.server_address[1]}/v1"
 

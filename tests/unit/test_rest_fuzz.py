@@ -17,30 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controllers.rest import OPENAPI, THREADS, serve
-from controllers.strategies import UnknownStrategy
+from tests.helpers import FakeRestBackend
 
 EXAMPLES = 1500
 METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 URL_CHARS = string.ascii_letters + string.digits + "-._~/%?=&"
 
 
-class Backend:
-    def __init__(self):
-        self.strategy = "latency"
-
-    def view(self, resource):
-        return {"resource": resource, "strategy": self.strategy}
-
-    def set_strategy(self, name, measured_delays=None):
-        if name not in ("latency", "hops"):
-            raise UnknownStrategy(f"unknown strategy {name!r}")
-        self.strategy = name
-        return {"name": name}
-
-
 @pytest.fixture(scope="module")
 def api():
-    backend = Backend()
+    backend = FakeRestBackend()
     server = serve(backend, "127.0.0.1", 0, timeout=1.0)
     yield backend, server.server_address[1]
     server.shutdown()
