@@ -11,10 +11,10 @@ time on this machine; measurements.sweep_ray runs them on a Ray cluster; both re
 
     OUT/sweep.yaml                the sweep file of the latest start
     OUT/runs/<point>-s<seed>/     a finished run: run.json (point, seed, where, how long),
-                                  point/ (the point's topology, services.yaml with its geo
-                                  biases), compare's raw files, report and plots, lab.log
+                                  the point's topology and services.yaml (its geo biases)
+                                  beside compare's raw files, results.json, lab.log
     OUT/failed/<run id>-<time>/   a run that failed, kept to look at (it runs again next time)
-    OUT/sweep-report.md, sweep-results.json, sweep-<parameter>.png   (sweep_report)
+    OUT/sweep-report.md, sweep-results.json, sweep-<parameter>.png   (measurements.report.sweep)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -92,25 +93,33 @@ def execute(run: RunSpec, work: Path, lab_factory=None) -> Path:
     from measurements.compare import run_compare
 
     point = run.point
-    inputs = work / "point"  # run_compare copies the topology it ran next to its raw files
-    inputs.mkdir(parents=True)
-    topology = inputs / point.topology_name
-    topology.write_text(point.topology_yaml)
-    services = None
-    if point.services_yaml:
-        services = inputs / "services.yaml"
-        services.write_text(point.services_yaml)
     if lab_factory is None:
         from controllers.forwarding import make_lab as lab_factory
-    factory = partial(lab_factory, links=point.links, calibrate=point.calibrate,
-                      services=services)
     started = time.time()
-    with open(work / "lab.log", "w") as log:
-        result = run_compare(topology, strategies=list(point.strategies),
-                             scenarios=list(point.scenarios), samples=point.samples,
-                             out_dir=work, progress=LogProgress(log),
-                             lab_factory=factory, failure_window_s=point.failure_window_s,
-                             seed=run.seed)
+    # The comparison writes into `work` only when it is empty (earlier results are never
+    # overwritten): the point's files and the log wait beside it, then join its raw files.
+    with tempfile.TemporaryDirectory(prefix="hclab-point-") as scratch:
+        inputs = Path(scratch)
+        topology = inputs / point.topology_name  # run_compare copies it next to its raw files
+        topology.write_text(point.topology_yaml)
+        services = None
+        if point.services_yaml:
+            services = inputs / "services.yaml"
+            services.write_text(point.services_yaml)
+        factory = partial(lab_factory, links=point.links, calibrate=point.calibrate,
+                          services=services)
+        try:
+            with open(inputs / "lab.log", "w") as log:
+                result = run_compare(topology, strategies=list(point.strategies),
+                                     scenarios=list(point.scenarios), samples=point.samples,
+                                     out_dir=work, progress=LogProgress(log),
+                                     lab_factory=factory,
+                                     failure_window_s=point.failure_window_s, seed=run.seed)
+        finally:
+            work.mkdir(parents=True, exist_ok=True)
+            for name in ("lab.log", "services.yaml"):
+                if (inputs / name).exists():
+                    shutil.copy(inputs / name, work / name)
     if not result.cells:
         raise RuntimeError("the run measured no cell (see lab.log)")
     record = {"id": run.id, "sweep": run.sweep, "point": point.id, "label": point.label,

@@ -17,6 +17,8 @@ import pytest
 
 from lab.runstate import load_state, marked_processes
 from measurements.sweep import RUN_FILE, plan
+from measurements.report.raw import load_raw
+from measurements.report.results import compute
 from measurements.sweep_ray import LAB_RESOURCE, run_cluster
 from measurements.sweepfile import parse_sweep
 from tests.helpers import DEFAULT_TOPOLOGY, SETTLE_S, wait_for
@@ -83,7 +85,7 @@ def test_a_point_whose_worker_is_killed_runs_again_and_is_counted_once(ray_clust
     assert [e.kind for e in events] == ["finished"]  # one result, counted once
     ran = json.loads((tmp_path / "runs" / run.id / RUN_FILE).read_text())
     assert ran["pid"] != killed[0]  # the second attempt, in a new worker process
-    assert json.loads((tmp_path / "runs" / run.id / "results.json").read_text())["cells"]
+    assert compute(load_raw(tmp_path / "runs" / run.id))["cells"]  # its raw files are whole
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.id]  # no attempt left
     assert not Path(tempfile.gettempdir(), "hclab-sweep", run.id).exists()
     assert marked_processes() == []  # the killed lab's processes were cleared, the new ones stopped
