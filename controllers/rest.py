@@ -1,9 +1,11 @@
 """The controller's JSON API over HTTP, on 127.0.0.1 by default (standard library only).
 
-os-ken 4 ships no WSGI framework, and the API is six routes, so a `ThreadingHTTPServer`
+os-ken 4 ships no WSGI framework, and the API is seven routes, so a `ThreadingHTTPServer`
 in its own thread serves it. Routes:
   GET /v1/topology | /v1/strategy | /v1/paths | /v1/links | /v1/endpoints
   PUT /v1/strategy {"name": "<strategy>"}
+  PUT /v1/endpoints {"service": "<name>", "endpoints": ["<host>", ...]}: the hosts that serve
+      a service, in order (a promotion moves the write address to the new primary)
 Errors are JSON `{"error": "..."}` with 400 (bad request, unknown strategy: the current one
 stays), 404 (no such route) or 405 (wrong method).
 """
@@ -26,6 +28,10 @@ class Backend(Protocol):
 
     def set_strategy(self, name: str) -> dict:
         """Switch strategy (raises ValueError for an unknown one); returns the new strategy view."""
+
+    def set_endpoints(self, service: str, hosts: list[str]) -> dict:
+        """Serve a service by these hosts in this order (ValueError if not among its own);
+        returns the endpoints view."""
 
 
 class ApiError(Exception):
@@ -66,6 +72,8 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
             resource = _resource(self.path)
             if method == "GET":
                 return backend.view(resource)
+            if resource == "endpoints":
+                return self._set_endpoints()
             if resource != "strategy":
                 raise ApiError(405, f"only GET is allowed on /v1/{resource}")
             name = self._json_body().get("name")
@@ -73,6 +81,18 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 raise ApiError(400, 'body must be a JSON object {"name": "<strategy>"}')
             try:
                 return backend.set_strategy(name)
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
+
+        def _set_endpoints(self) -> dict:
+            body = self._json_body()
+            service, hosts = body.get("service"), body.get("endpoints")
+            if not isinstance(service, str) or not isinstance(hosts, list) \
+                    or not all(isinstance(h, str) for h in hosts):
+                raise ApiError(400, 'body must be a JSON object {"service": "<name>", '
+                                    '"endpoints": ["<host>", ...]}')
+            try:
+                return backend.set_endpoints(service, hosts)
             except ValueError as exc:
                 raise ApiError(400, str(exc)) from None
 
