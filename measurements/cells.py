@@ -24,6 +24,8 @@ from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
 from measurements.dbbench import placements_of
 from measurements.dbworkload import DbBenchError, DbWorkload
+from measurements.dr import Recovery
+from measurements.failback import ledger_ids
 from measurements.jsonlines import read_json_lines
 from measurements.postgres import PORT, SMALL, start_databases
 from measurements.progress import Progress
@@ -51,7 +53,7 @@ REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 5.0
 SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
-APP_SERVICE, DB_SERVICE = "app", "db"
+APP_SERVICE, DB_SERVICE, WRITE_SERVICE = "app", "db", "db-write"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
              "start_time", "latency_ms", "ok")
 
@@ -64,12 +66,13 @@ class CompareRun:
     """One comparison inside a running lab: app server, databases, cells."""
 
     def __init__(self, lab, topo, out: Path, samples: int, progress: Progress,
-                 failure_window_s: float):
+                 failure_window_s: float, replication: str = "async", failback: str = "restore"):
         self.lab, self.topo, self.out = lab, topo, out
         self.samples, self.progress = samples, progress
         self.failure_window_s = failure_window_s
+        self.replication, self.failback = replication, failback
         self.server: subprocess.Popen | None = None
-        self.failover: subprocess.Popen | None = None
+        self.recovery: Recovery | None = None
         self.dbs = None
         self.db_start_s = 0.0
         self.scratch: Path | None = None
@@ -81,12 +84,13 @@ class CompareRun:
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.scratch.mkdir(parents=True)
         services = {s["name"]: s for s in self.lab.controller.get("topology")["services"]}
-        if APP_SERVICE not in services or DB_SERVICE not in services:
-            raise CompareError("the controller has no 'app' and 'db' services "
+        if not {APP_SERVICE, DB_SERVICE, WRITE_SERVICE} <= set(services):
+            raise CompareError("the controller has no 'app', 'db' and 'db-write' services "
                                "(the topology needs monolith/service, client and db hosts)")
         self.services = services
         t0 = time.monotonic()
-        self.dbs = start_databases(self.lab, size=SMALL, port=PORT, log=self.progress.note)
+        self.dbs = start_databases(self.lab, size=SMALL, port=PORT, log=self.progress.note,
+                                   replication=self.replication)
         self.db_start_s = time.monotonic() - t0
         app = services[APP_SERVICE]
         config = {"servers": [{"name": h, "pid": self.lab.host(h).pid, "port": app["port"]}
@@ -98,11 +102,14 @@ class CompareRun:
         if self.server.stdout.readline().strip() != "ready":
             raise CompareError("the application server did not start")
         self.db_env = child_env(self.dbs.client_env(self.lab.state.run_id))
-        self._start_failover()
+        self.recovery = Recovery(self.dbs, self.lab.controller, self._spawn_in, self.scratch,
+                                 FAILOVER, self.failback)
+        self.recovery.start()
 
     def stop(self) -> None:
-        for proc in (self.server, self.failover):
-            stop_process(proc)
+        if self.recovery is not None:
+            self.recovery.stop()
+        stop_process(self.server)
         if self.dbs is not None:
             self.dbs.stop()
 
@@ -116,46 +123,28 @@ class CompareRun:
                                              stderr=subprocess.STDOUT, cwd=str(ROOT),
                                              env=self.db_env)
 
-    def _start_failover(self) -> None:
-        """The failover manager next to the standby; waits until it watches."""
-        standby = self.dbs.standby
-        if standby is None:
+    def _after_cell(self, record: dict, writes: list[dict], step) -> None:
+        """The ids of the cell's writes the surviving primary holds; after a promotion (a
+        false one too: it is this cell's) fail-back, keeping every acknowledged write."""
+        promotion = self.recovery.take_promotion() if self.recovery else None
+        if writes:
+            record["ledger"] = {"survivor": self.dbs.primary.name, "held": sorted(
+                ledger_ids(self.dbs.primary, _id_prefix(record["scenario"], record["strategy"])))}
+        if promotion is None:
             return
-        out = self.scratch / "failover.jsonl"
-        self.failover = self._spawn_in(standby.name, "measurements.failover", "failover", {
-            **FAILOVER, "primary": {"host": self.dbs.primary.ip, "port": self.dbs.port},
-            "standby": self.dbs.conninfo(standby), "out": str(out)})
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.failover.poll() is None:
-            if read_json_lines(out, "ready"):
-                return
-            time.sleep(0.05)
-        raise CompareError(f"{standby.name}: the failover manager did not start: "
-                           f"{out.with_suffix('.err').read_text(errors='replace')[-500:]}")
+        record["promotion"] = promotion
+        step(f"fail-back ({self.failback})")
+        record["failback"] = self.recovery.fail_back({w["id"] for w in writes if w["ok"]})
 
-    def _after_promotion(self, record: dict, step) -> None:
-        """If the standby was promoted: note when, then make it a standby of the primary again."""
-        if self.failover is None:
-            return
-        promoted = read_json_lines(self.scratch / "failover.jsonl", "promoted")
-        if not promoted:
-            return
-        record["promotion"] = promoted[0]
-        step("re-seeding the standby from the primary")
-        stop_process(self.failover)
-        t0 = time.monotonic()
-        self.dbs.reseed_standby()
-        record["reseed_s"] = round(time.monotonic() - t0, 3)
-        self._start_failover()
-
-    def _start_writers(self) -> dict[str, subprocess.Popen]:
-        """Every service and monolith host writes through the db service's address."""
-        db = self.services[DB_SERVICE]
+    def _start_writers(self, scenario: str, strategy: str) -> dict[str, subprocess.Popen]:
+        """Every service and monolith host writes through the write address, with a ledger."""
+        db = self.services[WRITE_SERVICE]
         target = {"host": db["vip"], "port": db["port"], "dbname": self.dbs.dbname,
                   "user": self.dbs.user}
         return {h: self._spawn_in(h, "measurements.dbbench_worker", f"writer-{h}", {
                     "mode": "writer", "primary": target, "patients": self.dbs.size.patients,
-                    "interval_s": WRITER_INTERVAL_S, "seed": i,
+                    "interval_s": WRITER_INTERVAL_S, "seed": i, "writer": h,
+                    "id_prefix": f"{_id_prefix(scenario, strategy)}{h}/",
                     "out": str(self.scratch / f"writer-{h}.jsonl")})
                 for i, h in enumerate(db["consumers"])
                 if self.topo.hosts[h].role in ("service", "monolith")}
@@ -166,7 +155,7 @@ class CompareRun:
             stop_process(proc)
         return [{"kind": "writer", "src": host, "start": r["start"],
                  "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
-                 "served_by": None, "error": r.get("error")}
+                 "served_by": r["server"], "error": r.get("error"), "id": r["id"]}
                 for host in writers
                 for r in read_json_lines(self.scratch / f"writer-{host}.jsonl", "sample")]
 
@@ -255,7 +244,7 @@ class CompareRun:
         db_rows: list[list] = []
         try:
             if scenario.links:
-                writers = self._start_writers()
+                writers = self._start_writers(scenario.name, strategy)
             step("database workload")
             t0 = time.monotonic()
             db_rows += self._db_phase(scenario, strategy, "before", [], record)
@@ -286,7 +275,7 @@ class CompareRun:
         if scenario.links:
             step("waiting for the paths to come back")
             record["recovered"] = self._wait_recovered(paths_before)
-        self._after_promotion(record, step)  # in any cell: a false failover is this cell's
+        self._after_cell(record, written, step)
         if scenario.links or "promotion" in record:
             time.sleep(SETTLE_S)
         record["cut_off_hosts"] = cut_off
@@ -363,6 +352,11 @@ def listen_drops(pid: int) -> int:
         if names.startswith("TcpExt:"):
             return int(dict(zip(names.split()[1:], values.split()[1:]))["ListenDrops"])
     raise RuntimeError(f"/proc/{pid}/net/netstat has no TcpExt counters")
+
+
+def _id_prefix(scenario: str, strategy: str) -> str:
+    """Where the ids of a cell's writes start: unique to the cell within a run."""
+    return f"{scenario}/{strategy}/"
 
 
 def _endpoint_hosts(service: dict) -> list[str]:

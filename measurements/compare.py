@@ -92,7 +92,8 @@ class CompareResult:
     cells: list[dict] = field(default_factory=list)
 
 
-def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float) -> dict:
+def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float,
+           replication: str, failback: str) -> dict:
     """What setup.json says before the lab is up: topology, tools, cells and settings."""
     return {"topology": topo.as_dict(paths=False), "topology_file": Path(topo.source).name,
             "versions": tool_versions(), "strategies": list(strategies),
@@ -103,17 +104,21 @@ def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float
                          "service_interval_s": SERVICE_INTERVAL_S,
                          "writer_interval_s": WRITER_INTERVAL_S, "failover": FAILOVER,
                          "request_timeout_s": REQUEST_TIMEOUT_S,
-                         "failure_window_s": failure_window_s}}
+                         "failure_window_s": failure_window_s, "replication": replication,
+                         "failback": failback}}
 
 
 def run_compare(topology, strategies=COMPARED, scenarios=tuple(SCENARIOS),
                 samples: int = DEFAULT_SAMPLES, out_dir: str | Path | None = None,
                 progress: Progress = SILENT, lab_factory=None,
-                failure_window_s: float = FAILURE_WINDOW_S) -> CompareResult:
+                failure_window_s: float = FAILURE_WINDOW_S, replication: str = "async",
+                failback: str = "restore") -> CompareResult:
     """Bring the lab up once, run every scenario x strategy cell, write the raw files.
 
     samples: database requests per operation, placement and phase (the probes' counts follow
-    from their intervals and the cell's length). Teardown always runs. The report is the
+    from their intervals and the cell's length). replication: async or sync streaming to the
+    standby; failback: after a promotion, restore the original roles or keep the new ones
+    (measurements/dr.py). Teardown always runs. The report is the
     next stage's (measurements.report.writer.write_report).
     """
     if samples < 1:
@@ -132,7 +137,10 @@ def run_compare(topology, strategies=COMPARED, scenarios=tuple(SCENARIOS),
         shutil.copy(topo.source, out / Path(topo.source).name)
     if lab_factory is None:
         from controllers.forwarding import make_lab as lab_factory
-    setup = _setup(topo, strategies, chosen, samples, failure_window_s)
+    if replication not in ("async", "sync") or failback not in ("restore", "keep"):
+        raise ValueError(f"replication must be async or sync, failback restore or keep "
+                         f"(got {replication!r}, {failback!r})")
+    setup = _setup(topo, strategies, chosen, samples, failure_window_s, replication, failback)
     t_start = time.monotonic()
     result = CompareResult(out, 0.0)
     lab = lab_factory(topo, strategy=strategies[0], log=progress.note)
@@ -142,7 +150,8 @@ def run_compare(topology, strategies=COMPARED, scenarios=tuple(SCENARIOS),
         setup["controller"] = lab.forwarding.kind
         setup["calibration"] = lab.calibration.as_dict() if lab.calibration else None
         setup["bring_up_s"] = round(lab.timing.up_s, 3)
-        run = CompareRun(lab, topo, out, samples, progress, failure_window_s)
+        run = CompareRun(lab, topo, out, samples, progress, failure_window_s, replication,
+                         failback)
         log = getattr(lab.controller, "log_path", None)  # None: a controller of the user's
         log_start = log.stat().st_size if log and log.exists() else 0
         try:
