@@ -234,7 +234,8 @@ class CompareRun:
         record = {"scenario": scenario.name, "strategy": strategy, "links_cut": list(scenario.links),
                   "isolated": list(scenario.isolated), "start": time.time()}
         record["choices_before"] = self._choices()
-        record["expected_rtt_ms"] = self._expected_rtts(record["choices_before"])
+        record["expected_rtt_ms"] = self._expected_rtts(  # the services the probes measure
+            {k: v for k, v in record["choices_before"].items() if k in (APP_SERVICE, DB_SERVICE)})
         paths_before = ctl.get("paths")["paths"]
         raw = self.scratch / "requests.jsonl"
         drops_before = self._db_listen_drops()
