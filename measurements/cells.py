@@ -92,6 +92,7 @@ class CompareRun:
         self.dbs = start_databases(self.lab, size=SMALL, port=PORT, log=self.progress.note,
                                    replication=self.replication)
         self.db_start_s = time.monotonic() - t0
+        self.db_hosts = [db.name for db in self.dbs.servers()]  # whatever their roles become
         app = services[APP_SERVICE]
         config = {"servers": [{"name": h, "pid": self.lab.host(h).pid, "port": app["port"]}
                               for h in _endpoint_hosts(app)]}
@@ -285,7 +286,7 @@ class CompareRun:
         return record
 
     def _db_listen_drops(self) -> dict[str, int]:
-        return {db.name: listen_drops(self.lab.host(db.name).pid) for db in self.dbs.servers()}
+        return {name: listen_drops(self.lab.host(name).pid) for name in self.db_hosts}
 
     def _wait_recovered(self, paths_before: list, timeout: float = 15.0) -> bool:
         want = {(p["src"], p["dst"]): p["path"] for p in paths_before}
