@@ -17,7 +17,7 @@ import pytest
 from controllers.forwarding import make_lab
 from lab.schedule import SchedulePlayer
 from measurements.schedulecheck import verify_schedule
-from tests.helpers import DEFAULT_TOPOLOGY, wait_for
+from tests.helpers import SETTLE_S, DEFAULT_TOPOLOGY, wait_for
 from tests.integration.conftest import NOTHING, lab_leftovers
 from topologies.loader import load
 
@@ -56,7 +56,10 @@ def test_measured_delay_routing_moves_off_the_line_while_its_delay_is_up(lab, tm
     pair = "mono2>pg1"
     lab.controller.set_strategy("latency", measured_delays=True)
     try:
-        assert crosses_dc_line(lab, pair)
+        # Measured delays move a little under load (the controller's echo correction): wait
+        # for the direct line to be the route before the schedule raises its delay.
+        wait_for(lambda: crosses_dc_line(lab, pair), timeout=SETTLE_S, poll=0.1,
+                 what="the controller to route mono2 -> pg1 over dc1-dc2 before the rise")
         topo = lab.topology
         dc_line = topo.link_between("dc1", "dc2")
         with SchedulePlayer(lab.emulation, {dc_line.index: dc_line.schedule},
