@@ -234,3 +234,10 @@ class HybridLabApp(app_manager.OSKenApp):
             self.logger.info("strategy %s, measured delays %s", name,
                              "on" if self.core.options.use_measured else "off")
             return self.core.view_strategy()
+
+    def set_endpoints(self, service: str, hosts: list[str]) -> dict:
+        with self.lock:
+            now = time.time()
+            self._send_changes(self.core.set_endpoints(service, hosts, now))
+            self.logger.info("service %s served by %s", service, ", ".join(hosts))
+            return self.core.view_endpoints(now)

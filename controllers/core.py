@@ -16,7 +16,7 @@ from controllers.flows import FlowChanges, diff
 from controllers.monitor import DelayMonitor, Round
 from controllers.planner import Plan, host_paths, plan
 from controllers.routing import NetworkState, effective_delays, link_id
-from controllers.services import Service
+from controllers.services import Service, with_endpoints
 from controllers.strategies import STRATEGIES, Strategy, get_strategy
 from topologies.model import Topology
 
@@ -37,6 +37,7 @@ class RoutingCore:
                  options: Options = Options()):
         self.topology = topology
         self.services = services
+        self.defined = {s.name: s for s in services}  # as configured: the endpoints allowed
         self.strategy: Strategy = get_strategy(strategy)
         self.options = options
         self.state = NetworkState()
@@ -118,6 +119,15 @@ class RoutingCore:
             self.options = dataclasses.replace(self.options, use_measured=measured_delays)
         return self.recompute(now)
 
+    def set_endpoints(self, service: str, hosts: list[str], now: float) -> list[FlowChanges]:
+        """Serve `service` by `hosts` in that order (a promotion moves the write address to
+        the new primary); an unknown service or host raises ValueError and changes nothing."""
+        if service not in self.defined:
+            raise ValueError(f"unknown service {service!r} (choose from {', '.join(self.defined)})")
+        new = with_endpoints(self.defined[service], hosts)
+        self.services = [new if s.name == service else s for s in self.services]
+        return self.recompute(now)
+
     def recompute(self, now: float) -> list[FlowChanges]:
         self.state.down_links = self.port_down | self.probe_down
         self.state.measured = self.monitor.measurements() if self.options.use_measured else {}
@@ -151,8 +161,11 @@ class RoutingCore:
             "hosts": [{"name": h.name, "site": h.site, "role": h.role, "ip": h.ip, "mac": h.mac,
                        "up": self.state.host_up(t, h.name)} for h in t.hosts.values()],
             "services": [{"name": s.name, "vip": s.vip, "mac": s.mac, "protocol": s.protocol, "port": s.port,
-                          "endpoints": [{"host": e.host, "bias": e.bias} for e in s.endpoints],
-                          "consumers": list(s.consumers)} for s in self.services],
+                          "endpoints": [{"host": e.host, "bias": e.bias,
+                                         "address": e.address or t.hosts[e.host].ip}
+                                        for e in s.endpoints],
+                          "policy": s.policy, "consumers": list(s.consumers)}
+                         for s in self.services],
         }
 
     def view_strategy(self) -> dict:
@@ -188,6 +201,7 @@ class RoutingCore:
         chosen = self._plan(now).endpoints
         return {"strategy": self.strategy.name, "services": [
             {"name": s.name, "vip": s.vip, "mac": s.mac, "protocol": s.protocol, "port": s.port,
+             "endpoints": [e.host for e in s.endpoints],
              "choices": {c: (chosen[(s.name, c)].host if chosen[(s.name, c)] else None)
                          for c in s.consumers}}
             for s in self.services]}

@@ -162,6 +162,10 @@ class ControllerProcess:
             body["measured_delays"] = measured_delays
         return self.request("PUT", "strategy", body)
 
+    def set_endpoints(self, service: str, hosts: list[str]) -> dict:
+        """Serve `service` by `hosts` in that order (PUT /v1/endpoints)."""
+        return self.request("PUT", "endpoints", {"service": service, "endpoints": hosts})
+
     def wait_for_switches(self, timeout: float = 15.0) -> None:
         """Until every switch of the topology is connected (the controller's own view)."""
         deadline = time.monotonic() + timeout

@@ -48,7 +48,7 @@ def plan(topology: Topology, services: list[Service], strategy: Strategy, state:
     graph = live_graph(topology, state, now)
     route_trees = trees(graph, strategy.path_metric)
     endpoints = {
-        (svc.name, consumer): choose_endpoint(strategy.endpoint_policy, svc, topology.hosts[consumer],
+        (svc.name, consumer): choose_endpoint(svc.policy or strategy.endpoint_policy, svc, topology.hosts[consumer],
                                               topology, state, graph, route_trees)
         for svc in services for consumer in svc.consumers
     }
@@ -93,15 +93,16 @@ def _service_flows(dpid: int, site: str, topology: Topology, services: list[Serv
             if consumer.site != site or chosen is None:
                 continue
             endpoint = topology.hosts[chosen.host]
+            address = chosen.address or endpoint.ip
             l4 = {"eth_type": ETH_TYPE_IP, "ip_proto": svc.ip_proto}
             entries.append(FlowEntry(
                 dpid, TABLE_CLASSIFY, PRIORITY_SERVICE,
                 {**l4, "ipv4_src": consumer.ip, "ipv4_dst": svc.vip, f"{svc.protocol}_dst": svc.port},
-                (SetField("eth_dst", endpoint.mac), SetField("ipv4_dst", endpoint.ip),
+                (SetField("eth_dst", endpoint.mac), SetField("ipv4_dst", address),
                  GotoTable(TABLE_FORWARD))))
             entries.append(FlowEntry(
                 dpid, TABLE_CLASSIFY, PRIORITY_SERVICE,
-                {**l4, "ipv4_src": endpoint.ip, "ipv4_dst": consumer.ip, f"{svc.protocol}_src": svc.port},
+                {**l4, "ipv4_src": address, "ipv4_dst": consumer.ip, f"{svc.protocol}_src": svc.port},
                 (SetField("eth_src", svc.mac), SetField("ipv4_src", svc.vip),
                  GotoTable(TABLE_FORWARD))))
     return entries

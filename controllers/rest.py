@@ -9,6 +9,8 @@ document it serves at /v1/openapi.json (the tests fuzz the API from it).
 
   GET /v1/topology | /v1/strategy | /v1/paths | /v1/links | /v1/endpoints | /v1/openapi.json
   PUT /v1/strategy {"name": "<strategy>"[, "measured_delays": true|false]}
+  PUT /v1/endpoints {"service": "<name>", "endpoints": ["<host>", ...]}: the hosts that serve
+      a service, in order (a promotion moves the write address to the new primary)
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class Backend(Protocol):
         """Switch strategy (raises ValueError for an unknown one), and whether measured link
         delays may override configured ones (None: as it was); returns the new strategy view."""
 
+    def set_endpoints(self, service: str, hosts: list[str]) -> dict:
+        """Serve a service by these hosts in this order (ValueError if not among its own);
+        returns the endpoints view."""
+
 
 def _resource_doc(name: str) -> dict:
     return {"get": {"summary": f"the controller's {name}", "operationId": f"get_{name}",
@@ -61,6 +67,17 @@ OPENAPI["paths"]["/v1/strategy"]["put"] = {
         "type": "object", "required": ["name"], "additionalProperties": False,
         "properties": {"name": {"type": "string"}, "measured_delays": {"type": "boolean"}}}}}},
     "responses": {"200": {"description": "the new strategy", "content": {
+        "application/json": {"schema": {"type": "object"}}}}, "400": ERROR},
+}
+OPENAPI["paths"]["/v1/endpoints"]["put"] = {
+    "summary": "serve a service by these hosts, in this order (a promotion moves the write "
+               "address)",
+    "operationId": "put_endpoints",
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["service", "endpoints"], "additionalProperties": False,
+        "properties": {"service": {"type": "string"},
+                       "endpoints": {"type": "array", "items": {"type": "string"}}}}}}},
+    "responses": {"200": {"description": "the endpoints", "content": {
         "application/json": {"schema": {"type": "object"}}}}, "400": ERROR},
 }
 
@@ -89,6 +106,23 @@ class _Strategy(_View):
             raise falcon.HTTPBadRequest(description="measured_delays must be true or false")
         try:
             resp.media = self.backend.set_strategy(name, measured)
+        except ValueError as exc:
+            raise falcon.HTTPBadRequest(description=str(exc)) from None
+
+
+class _Endpoints(_View):
+    """GET, and PUT {"service": ..., "endpoints": [...]}: nothing changes on any error."""
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = _json_object(req)
+        service, hosts = body.get("service"), body.get("endpoints")
+        if not isinstance(service, str) or not isinstance(hosts, list) \
+                or not all(isinstance(h, str) for h in hosts) \
+                or set(body) - {"service", "endpoints"}:
+            raise falcon.HTTPBadRequest(description='body must be a JSON object {"service": '
+                                                    '"<name>", "endpoints": ["<host>", ...]}')
+        try:
+            resp.media = self.backend.set_endpoints(service, hosts)
         except ValueError as exc:
             raise falcon.HTTPBadRequest(description=str(exc)) from None
 
@@ -142,7 +176,8 @@ def make_app(backend: Backend) -> tuple[falcon.App, _Timing]:
     app.set_error_serializer(_error_body)
     app.req_options.strip_url_path_trailing_slash = True
     for name in RESOURCES:
-        app.add_route(f"/v1/{name}", (_Strategy if name == "strategy" else _View)(backend, name))
+        resource = {"strategy": _Strategy, "endpoints": _Endpoints}.get(name, _View)
+        app.add_route(f"/v1/{name}", resource(backend, name))
     app.add_route("/v1/openapi.json", _OpenApi())
     return app, timing
 

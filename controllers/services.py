@@ -12,8 +12,12 @@ Services come from `default_services` (built from host roles) or a small YAML fi
 as strictly as the topology.
 
 Defaults (addresses 10.0.0.x are free: hosts live in 10.<site index>.0.x, indices from 1):
-- "db"  10.0.0.10 TCP 5432 (PostgreSQL): the db-primary then the db-standby hosts; consumed
-  by monolith and service hosts.
+- "db"  10.0.0.10 TCP 5432 (PostgreSQL), the read address: the db-primary then the
+  db-standby hosts, chosen per consumer by the strategy; consumed by monolith and service hosts.
+- "db-write" 10.0.0.11 TCP 5432, the write address: the same servers, always the first
+  endpoint (the current primary; whoever promotes a standby reorders the endpoints over the
+  REST API). Each server serves it at a second address of its own, 10.<site>.1.<n>
+  (`service_address`), so that the answers of the two services on one port stay apart.
 - "app" 10.0.0.20 TCP 8080: the monolith then the service hosts; consumed by client hosts.
 Endpoints are ordered (the first is the primary), each with a geo bias of 0.
 """
@@ -32,7 +36,7 @@ from topologies.loader import read_yaml
 from topologies.model import HOST_ROLES, Host, Topology, great_circle_km, one_line
 
 PROTOCOLS = {"tcp": 6, "udp": 17}  # name -> IP protocol number
-SERVICE_KEYS = ("name", "vip", "endpoints", "consumers", "protocol", "port")
+SERVICE_KEYS = ("name", "vip", "endpoints", "consumers", "protocol", "port", "policy")
 VIP_NETWORK = ipaddress.ip_network("10.0.0.0/24")
 MAX_BIAS = 99
 
@@ -45,6 +49,7 @@ class ServiceError(ValueError):
 class Endpoint:
     host: str
     bias: int = 0  # Route 53 geoproximity bias, -99..+99: positive attracts more consumers
+    address: str | None = None  # where the host serves this service (None: its own address)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Service:
     consumers: tuple[str, ...]  # host names
     port: int
     protocol: str = "tcp"  # a key of PROTOCOLS
+    policy: str | None = None  # an ENDPOINT_POLICIES name that overrides the strategy's
 
     @property
     def ip_proto(self) -> int:
@@ -65,31 +71,56 @@ class Service:
         return "02:4c:00:00:00:%02x" % int(ipaddress.ip_address(self.vip).packed[-1])
 
 
+READ_SERVICE, WRITE_SERVICE = "db", "db-write"
+# name, vip, protocol, port, endpoint roles, consumer roles, policy, served at a second address
 DEFAULTS = (
-    ("db", "10.0.0.10", "tcp", 5432, ("db-primary", "db-standby"), ("monolith", "service")),
-    ("app", "10.0.0.20", "tcp", 8080, ("monolith", "service"), ("client",)),
+    (READ_SERVICE, "10.0.0.10", "tcp", 5432, ("db-primary", "db-standby"),
+     ("monolith", "service"), None, False),
+    (WRITE_SERVICE, "10.0.0.11", "tcp", 5432, ("db-primary", "db-standby"),
+     ("monolith", "service"), "fixed", True),
+    ("app", "10.0.0.20", "tcp", 8080, ("monolith", "service"), ("client",), None, False),
 )
-DEFAULT_PORTS = {name: (protocol, port) for name, _, protocol, port, _, _ in DEFAULTS}
+DEFAULT_PORTS = {row[0]: (row[2], row[3]) for row in DEFAULTS}
+
+
+def service_address(host: Host) -> str:
+    """A host's second address, for a service sharing a port with another (10.s.0.n ->
+    10.s.1.n: in its site's /16, which hosts' own addresses (10.s.0.n) leave free)."""
+    a, s, _, n = host.ip.split(".")
+    return f"{a}.{s}.1.{n}"
 
 
 def default_services(topology: Topology) -> list[Service]:
     """The documented defaults, skipping a service the topology has no endpoints for."""
     services = []
-    for name, vip, protocol, port, endpoint_roles, consumer_roles in DEFAULTS:
-        endpoints = tuple(Endpoint(h.name) for role in endpoint_roles
-                          for h in topology.hosts_with_role(role))
+    for name, vip, protocol, port, endpoint_roles, consumer_roles, policy, second in DEFAULTS:
+        endpoints = tuple(Endpoint(h.name, address=service_address(h) if second else None)
+                          for role in endpoint_roles for h in topology.hosts_with_role(role))
         consumers = tuple(h.name for h in topology.hosts.values() if h.role in consumer_roles)
         if endpoints:
-            services.append(Service(name, vip, endpoints, consumers, port, protocol))
+            services.append(Service(name, vip, endpoints, consumers, port, protocol, policy))
     return services
+
+
+def with_endpoints(service: Service, hosts: list[str]) -> Service:
+    """The service served by `hosts`, in that order (a promotion moves the write address):
+    each one of its defined endpoints, none twice, at least one."""
+    known = {e.host: e for e in service.endpoints}
+    if not hosts or len(set(hosts)) != len(hosts) or not set(hosts) <= set(known):
+        raise ServiceError(f"service {service.name}: endpoints must be distinct hosts among "
+                           f"{', '.join(known)}, got {hosts!r}")
+    return Service(service.name, service.vip, tuple(known[h] for h in hosts), service.consumers,
+                   service.port, service.protocol, service.policy)
 
 
 def load_services(path: str | Path, topology: Topology) -> list[Service]:
     """Read services from YAML: `services: [{name, vip, endpoints, consumers, protocol, port}]`.
 
-    `endpoints` is a list of host names or `{host: NAME, bias: N}`; `consumers` a list of
-    host names or roles; `protocol` tcp (default) or udp; `port` 1-65535, required except for
-    the default services' names (db: 5432, app: 8080).
+    `endpoints` is a list of host names or `{host: NAME, bias: N, address: IP}` (address: where
+    the host serves this service, default its own); `consumers` a list of host names or roles;
+    `protocol` tcp (default) or udp; `port` 1-65535, required except for the default services'
+    names (db, db-write: 5432, app: 8080); `policy` an endpoint policy that overrides the
+    strategy's (e.g. fixed: always the first endpoint).
     """
     path = Path(path)
     try:
@@ -139,10 +170,14 @@ def parse_services(data: Any, topology: Topology, file: str = "<services>") -> l
             else:
                 fail(f"{where}.consumers[{j}]", f"{c!r} is neither a host nor a role")
         protocol, port = _protocol_port(spec, name, where, fail)
+        policy = spec.get("policy")
+        if policy is not None and policy not in ENDPOINT_POLICIES:
+            fail(f"{where}.policy", f"must be one of {', '.join(ENDPOINT_POLICIES)}, "
+                                    f"got {policy!r}")
         if any(s.name == name or s.vip == str(vip) for s in services):
             fail(where, f"duplicate service name or vip ({name!r}, {vip})")
         services.append(Service(name, str(vip), tuple(endpoints), tuple(dict.fromkeys(consumers)),
-                                port, protocol))
+                                port, protocol, policy))
     return services
 
 
@@ -170,14 +205,19 @@ def _nonempty_list(spec: dict, key: str, where: str, fail) -> list:
 def _endpoint(spec: Any, topology: Topology, where: str, fail) -> Endpoint:
     if isinstance(spec, str):
         spec = {"host": spec}
-    if not isinstance(spec, dict) or not set(spec) <= {"host", "bias"}:
-        fail(where, "must be a host name or {host: NAME, bias: N}")
-    host, bias = spec.get("host"), spec.get("bias", 0)
+    if not isinstance(spec, dict) or not set(spec) <= {"host", "bias", "address"}:
+        fail(where, "must be a host name or {host: NAME, bias: N, address: IP}")
+    host, bias, address = spec.get("host"), spec.get("bias", 0), spec.get("address")
     if not isinstance(host, str) or host not in topology.hosts:
         fail(f"{where}.host", f"unknown host {host!r}")
     if isinstance(bias, bool) or not isinstance(bias, int) or not -MAX_BIAS <= bias <= MAX_BIAS:
         fail(f"{where}.bias", f"must be an integer from -{MAX_BIAS} to {MAX_BIAS}, got {bias!r}")
-    return Endpoint(host, bias)
+    if address is not None:
+        try:
+            address = str(ipaddress.ip_address(str(address)))
+        except ValueError:
+            fail(f"{where}.address", f"{address!r} is not an IPv4 address")
+    return Endpoint(host, bias, address)
 
 
 def biased_distance_km(topology: Topology, consumer: Host, endpoint: Endpoint) -> float:

@@ -157,3 +157,8 @@ class FakeRestBackend:
             raise UnknownStrategy(f"unknown strategy {name!r}")
         self.strategy = name
         return {"name": name, "measured_delays": measured_delays}
+
+    def set_endpoints(self, service, hosts):
+        if service != "db" or sorted(hosts) != ["pg1", "pg2"]:
+            raise ValueError(f"service {service!r} is not served by {hosts!r}")
+        return {"db": hosts}

@@ -10,6 +10,7 @@ from controllers.planner import plan
 from controllers.routing import NetworkState, link_id
 from controllers.services import (
     Endpoint, ServiceError, biased_distance_km, default_services, parse_services,
+    service_address, with_endpoints,
 )
 from controllers.strategies import UnknownStrategy, get_strategy
 from topologies import DEFAULT_TOPOLOGY
@@ -36,8 +37,13 @@ def choice(topo, services, strategy, consumer, state=None):
 
 
 def test_defaults_are_documented_roles(topo):
-    db, app = default_services(topo)
+    db, write, app = default_services(topo)
     assert (db.name, db.vip, [e.host for e in db.endpoints]) == ("db", "10.0.0.10", ["pg1", "pg2"])
+    assert (write.name, write.vip, write.policy) == ("db-write", "10.0.0.11", "fixed")
+    pg1, pg2 = topo.hosts["pg1"].ip.split("."), topo.hosts["pg2"].ip.split(".")
+    assert [(e.host, e.address) for e in write.endpoints] == [
+        ("pg1", f"10.{pg1[1]}.1.{pg1[3]}"), ("pg2", f"10.{pg2[1]}.1.{pg2[3]}")]
+    assert set(write.consumers) == set(db.consumers)
     assert set(db.consumers) == {h.name for h in topo.hosts.values() if h.role in ("monolith", "service")}
     assert app.endpoints[0].host == "mono1" and set(app.consumers) == set(
         h.name for h in topo.hosts_with_role("client"))
@@ -156,3 +162,54 @@ def test_bad_service_definitions_name_the_field(topo):
 def test_unknown_strategy_is_rejected():
     with pytest.raises(UnknownStrategy, match="choose from"):
         get_strategy("fastest")
+
+
+def _db_flows(topo, strategy, services=None):
+    services = services or default_services(topo)
+    return services, plan(topo, services, get_strategy(strategy), NetworkState(), 0.0).flows
+
+
+def _through(topo, flows, consumer, service):
+    """A write or read from `consumer` to the service's address, and the server's answer."""
+    there = send(topo, flows, consumer, l4_packet(topo, consumer, service.vip, service.mac,
+                                                 40000, service.port))
+    host = topo.hosts[consumer]
+    back = send(topo, flows, there.delivered_to,
+                l4_packet(topo, there.delivered_to, host.ip, host.mac, service.port, 40000)
+                | {"ipv4_src": there.packet["ipv4_dst"]})
+    return there, back
+
+
+@pytest.mark.parametrize("strategy", ["hops", "latency", "geo", "primary-standby"])
+def test_the_write_address_leads_every_consumer_to_the_primary_whatever_the_strategy(topo, strategy):
+    services, flows = _db_flows(topo, strategy)
+    write = next(s for s in services if s.name == "db-write")
+    for consumer in write.consumers:
+        there, back = _through(topo, flows, consumer, write)
+        assert there.delivered_to == "pg1", consumer
+        assert there.packet["ipv4_dst"] == service_address(topo.hosts["pg1"])
+        assert (back.delivered_to, back.packet["ipv4_src"]) == (consumer, write.vip)
+
+
+def test_reads_and_writes_on_one_port_come_back_from_their_own_address(topo):
+    """svop2a reads from the nearer pg2 by latency and writes to pg1; svop1a does both on
+    pg1: each answer must leave as the address the consumer called."""
+    services, flows = _db_flows(topo, "latency")
+    read, write = services[0], services[1]
+    _, back = _through(topo, flows, "svop2a", read)
+    assert back.packet["ipv4_src"] == read.vip
+    for service in (read, write):
+        there, back = _through(topo, flows, "svop1a", service)
+        assert there.delivered_to == "pg1"
+        assert back.packet["ipv4_src"] == service.vip
+
+
+def test_a_promotion_moves_the_write_address_and_unknown_hosts_are_refused(topo):
+    services = default_services(topo)
+    moved = [with_endpoints(s, ["pg2"]) if s.name == "db-write" else s for s in services]
+    _, flows = _db_flows(topo, "geo", moved)
+    there, _ = _through(topo, flows, "mono1", moved[1])
+    assert there.delivered_to == "pg2"
+    for bad in ([], ["pg2", "pg2"], ["svrga"]):
+        with pytest.raises(ServiceError):
+            with_endpoints(services[1], bad)
