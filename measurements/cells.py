@@ -25,6 +25,8 @@ from lab.runstate import PROCESS_MARKER, run_dir
 from measurements import congestion
 from measurements.dbbench import placements_of
 from measurements.dbworkload import DbBenchError, DbWorkload
+from measurements.dr import Recovery
+from measurements.failback import ledger_ids
 from measurements.jsonlines import read_json_lines
 from measurements.postgres import PORT, SMALL, start_databases
 from measurements.progress import Progress
@@ -52,7 +54,7 @@ REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 5.0
 SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
-APP_SERVICE, DB_SERVICE = "app", "db"
+APP_SERVICE, DB_SERVICE, WRITE_SERVICE = "app", "db", "db-write"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
              "start_time", "latency_ms", "ok")
 
@@ -65,13 +67,15 @@ class CompareRun:
     """One comparison inside a running lab: app server, databases, cells."""
 
     def __init__(self, lab, topo, out: Path, samples: int, progress: Progress,
-                 failure_window_s: float, seed: int = 0):
+                 failure_window_s: float, seed: int = 0, replication: str = "async",
+                 failback: str = "restore"):
         self.lab, self.topo, self.out = lab, topo, out
         self.samples, self.progress = samples, progress
         self.seed = seed  # of the writers' random rows (a sweep's repetitions differ by it)
         self.failure_window_s = failure_window_s
+        self.replication, self.failback = replication, failback
         self.server: subprocess.Popen | None = None
-        self.failover: subprocess.Popen | None = None
+        self.recovery: Recovery | None = None
         self.dbs = None
         self.db_start_s = 0.0
         self.scratch: Path | None = None
@@ -83,12 +87,14 @@ class CompareRun:
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.scratch.mkdir(parents=True)
         services = {s["name"]: s for s in self.lab.controller.get("topology")["services"]}
-        if APP_SERVICE not in services or DB_SERVICE not in services:
-            raise CompareError("the controller has no 'app' and 'db' services "
+        if not {APP_SERVICE, DB_SERVICE, WRITE_SERVICE} <= set(services):
+            raise CompareError("the controller has no 'app', 'db' and 'db-write' services "
                                "(the topology needs monolith/service, client and db hosts)")
         self.services = services
         t0 = time.monotonic()
-        self.dbs = start_databases(self.lab, size=SMALL, port=PORT, log=self.progress.note)
+        self.dbs = start_databases(self.lab, size=SMALL, port=PORT, log=self.progress.note,
+                                   replication=self.replication)
+        self.db_hosts = [db.name for db in self.dbs.servers()]  # whatever their roles become
         self.db_start_s = time.monotonic() - t0
         app = services[APP_SERVICE]
         config = {"servers": [{"name": h, "pid": self.lab.host(h).pid, "port": app["port"]}
@@ -100,11 +106,14 @@ class CompareRun:
         if self.server.stdout.readline().strip() != "ready":
             raise CompareError("the application server did not start")
         self.db_env = child_env(self.dbs.client_env(self.lab.state.run_id))
-        self._start_failover()
+        self.recovery = Recovery(self.dbs, self.lab.controller, self._spawn_in, self.scratch,
+                                 FAILOVER, self.failback)
+        self.recovery.start()
 
     def stop(self) -> None:
-        for proc in (self.server, self.failover):
-            stop_process(proc)
+        if self.recovery is not None:
+            self.recovery.stop()
+        stop_process(self.server)
         if self.dbs is not None:
             self.dbs.stop()
 
@@ -118,46 +127,28 @@ class CompareRun:
                                              stderr=subprocess.STDOUT, cwd=str(ROOT),
                                              env=self.db_env)
 
-    def _start_failover(self) -> None:
-        """The failover manager next to the standby; waits until it watches."""
-        standby = self.dbs.standby
-        if standby is None:
+    def _after_cell(self, record: dict, writes: list[dict], step) -> None:
+        """The ids of the cell's writes the surviving primary holds; after a promotion (a
+        false one too: it is this cell's) fail-back, keeping every acknowledged write."""
+        promotion = self.recovery.take_promotion() if self.recovery else None
+        if writes:
+            record["ledger"] = {"survivor": self.dbs.primary.name, "held": sorted(
+                ledger_ids(self.dbs.primary, _id_prefix(record["scenario"], record["strategy"])))}
+        if promotion is None:
             return
-        out = self.scratch / "failover.jsonl"
-        self.failover = self._spawn_in(standby.name, "measurements.failover", "failover", {
-            **FAILOVER, "primary": {"host": self.dbs.primary.ip, "port": self.dbs.port},
-            "standby": self.dbs.conninfo(standby), "out": str(out)})
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.failover.poll() is None:
-            if read_json_lines(out, "ready"):
-                return
-            time.sleep(0.05)
-        raise CompareError(f"{standby.name}: the failover manager did not start: "
-                           f"{out.with_suffix('.err').read_text(errors='replace')[-500:]}")
+        record["promotion"] = promotion
+        step(f"fail-back ({self.failback})")
+        record["failback"] = self.recovery.fail_back({w["id"] for w in writes if w["ok"]})
 
-    def _after_promotion(self, record: dict, step) -> None:
-        """If the standby was promoted: note when, then make it a standby of the primary again."""
-        if self.failover is None:
-            return
-        promoted = read_json_lines(self.scratch / "failover.jsonl", "promoted")
-        if not promoted:
-            return
-        record["promotion"] = promoted[0]
-        step("re-seeding the standby from the primary")
-        stop_process(self.failover)
-        t0 = time.monotonic()
-        self.dbs.reseed_standby()
-        record["reseed_s"] = round(time.monotonic() - t0, 3)
-        self._start_failover()
-
-    def _start_writers(self) -> dict[str, subprocess.Popen]:
-        """Every service and monolith host writes through the db service's address."""
-        db = self.services[DB_SERVICE]
+    def _start_writers(self, scenario: str, strategy: str) -> dict[str, subprocess.Popen]:
+        """Every service and monolith host writes through the write address, with a ledger."""
+        db = self.services[WRITE_SERVICE]
         target = {"host": db["vip"], "port": db["port"], "dbname": self.dbs.dbname,
                   "user": self.dbs.user}
         return {h: self._spawn_in(h, "measurements.dbbench_worker", f"writer-{h}", {
                     "mode": "writer", "primary": target, "patients": self.dbs.size.patients,
-                    "interval_s": WRITER_INTERVAL_S, "seed": self.seed * 1000 + i,
+                    "interval_s": WRITER_INTERVAL_S, "seed": self.seed * 1000 + i, "writer": h,
+                    "id_prefix": f"{_id_prefix(scenario, strategy)}{h}/",
                     "out": str(self.scratch / f"writer-{h}.jsonl")})
                 for i, h in enumerate(db["consumers"])
                 if self.topo.hosts[h].role in ("service", "monolith")}
@@ -175,7 +166,8 @@ class CompareRun:
                     f"exited with status {code}" if code else "wrote no records")
             records += [{"kind": "writer", "src": host, "start": r["start"],
                          "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
-                         "served_by": None, "error": r.get("error")} for r in mine]
+                         "served_by": r["server"], "error": r.get("error"), "id": r["id"]}
+                        for r in mine]
         return records
 
     def _probe_gaps(self, code: int | None, raw: Path, no_data: dict) -> None:
@@ -275,7 +267,8 @@ class CompareRun:
                   "isolated": list(scenario.isolated), "scheduled": list(scenario.scheduled),
                   "start": time.time()}
         record["choices_before"] = self._choices()
-        record["expected_rtt_ms"] = self._expected_rtts(record["choices_before"])
+        record["expected_rtt_ms"] = self._expected_rtts(  # the services the probes measure
+            {k: v for k, v in record["choices_before"].items() if k in (APP_SERVICE, DB_SERVICE)})
         paths_before = ctl.get("paths")["paths"]
         raw = self.scratch / "requests.jsonl"
         drops_before = self._db_listen_drops()
@@ -304,7 +297,7 @@ class CompareRun:
         if scenario.links:
             step("waiting for the paths to come back")
             record["recovered"] = self._wait_recovered(paths_before)
-        self._after_promotion(record, step)  # in any cell: a false failover is this cell's
+        self._after_cell(record, written, step)
         if scenario.links or "promotion" in record:
             time.sleep(SETTLE_S)
         record["cut_off_hosts"] = cut_off
@@ -327,7 +320,7 @@ class CompareRun:
                  writers: dict, step) -> list[list]:
         """The database workload, then the failure (if any) with the workload after it."""
         if scenario.links:
-            writers.update(self._start_writers())
+            writers.update(self._start_writers(scenario.name, strategy))
         step("database workload")
         t0 = time.monotonic()
         db_rows = self._db_phase(scenario, strategy, "before", [], record)
@@ -350,7 +343,7 @@ class CompareRun:
         return db_rows
 
     def _db_listen_drops(self) -> dict[str, int]:
-        return {db.name: listen_drops(self.lab.host(db.name).pid) for db in self.dbs.servers()}
+        return {name: listen_drops(self.lab.host(name).pid) for name in self.db_hosts}
 
     def _wait_recovered(self, paths_before: list, timeout: float = 15.0) -> bool:
         want = {(p["src"], p["dst"]): p["path"] for p in paths_before}
@@ -422,3 +415,8 @@ def listen_drops(pid: int) -> int:
 
 def _endpoint_hosts(service: dict) -> list[str]:
     return [e["host"] if isinstance(e, dict) else e for e in service["endpoints"]]
+
+
+def _id_prefix(scenario: str, strategy: str) -> str:
+    """Where the ids of a cell's writes start: unique to the cell within a run."""
+    return f"{scenario}/{strategy}/"

@@ -53,7 +53,8 @@ from lab.files import atomic_write, copy_file, results_dir, write_json
 from measurements.cells import (CLIENT_INTERVAL_S, DB_OPERATIONS, FAILOVER, FAILURE_WINDOW_S,
                                 PAGE_QUERIES, REQUEST_TIMEOUT_S, SERVICE_INTERVAL_S,
                                 WRITER_INTERVAL_S, CompareRun)
-from measurements.postgres import PG_BIN
+from measurements.dr import FAILBACK_MODES
+from measurements.postgres import PG_BIN, REPLICATION_MODES
 from measurements.progress import SILENT, Progress
 from measurements.scenarios import DEFAULT_SCENARIOS, scenarios_of
 from topologies.loader import load
@@ -95,7 +96,8 @@ class CompareResult:
     cells: list[dict] = field(default_factory=list)
 
 
-def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float) -> dict:
+def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float,
+           replication: str, failback: str) -> dict:
     """What setup.json says before the lab is up: topology, tools, cells and settings."""
     return {"topology": topo.as_dict(paths=False), "topology_file": Path(topo.source).name,
             "versions": tool_versions(), "strategies": list(strategies),
@@ -107,18 +109,22 @@ def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float
                          "service_interval_s": SERVICE_INTERVAL_S,
                          "writer_interval_s": WRITER_INTERVAL_S, "failover": FAILOVER,
                          "request_timeout_s": REQUEST_TIMEOUT_S,
-                         "failure_window_s": failure_window_s}}
+                         "failure_window_s": failure_window_s, "replication": replication,
+                         "failback": failback}}
 
 
 def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
                 samples: int = DEFAULT_SAMPLES, out_dir: str | Path | None = None,
                 progress: Progress = SILENT, lab_factory=None,
-                failure_window_s: float = FAILURE_WINDOW_S, seed: int = 0) -> CompareResult:
+                failure_window_s: float = FAILURE_WINDOW_S, seed: int = 0,
+                replication: str = "async", failback: str = "restore") -> CompareResult:
     """Bring the lab up once, run every scenario x strategy cell, write the raw files.
 
     samples: database requests per operation, placement and phase (the probes' counts follow
     from their intervals and the cell's length); seed: of the writers' random rows (a
-    sweep's repetitions differ by it). Teardown always runs. The report is the
+    sweep's repetitions differ by it); replication: async or sync streaming to the standby;
+    failback: after a promotion, restore the original roles or keep the new ones
+    (measurements/dr.py). Teardown always runs. The report is the
     next stage's (measurements.report.writer.write_report).
     """
     if samples < 1:
@@ -129,6 +135,9 @@ def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
                          f"(choose from {', '.join(STRATEGIES)})")
     topo = topology if isinstance(topology, Topology) else load(topology)
     chosen = scenarios_of(topo, scenarios)
+    if replication not in REPLICATION_MODES or failback not in FAILBACK_MODES:
+        raise ValueError(f"replication must be {' or '.join(REPLICATION_MODES)}, failback "
+                         f"{' or '.join(FAILBACK_MODES)} (got {replication!r}, {failback!r})")
     out = results_dir(out_dir, "compare")
     if topo.source and Path(topo.source).is_file():
         copy_file(topo.source, out / Path(topo.source).name)
@@ -145,7 +154,7 @@ def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
                 copied.add(dest)
     if lab_factory is None:
         from controllers.forwarding import make_lab as lab_factory
-    setup = _setup(topo, strategies, chosen, samples, failure_window_s)
+    setup = _setup(topo, strategies, chosen, samples, failure_window_s, replication, failback)
     setup["settings"]["seed"] = seed
     t_start = time.monotonic()
     result = CompareResult(out, 0.0)
@@ -156,7 +165,8 @@ def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
         setup["controller"] = lab.forwarding.kind
         setup["calibration"] = lab.calibration.as_dict() if lab.calibration else None
         setup["bring_up_s"] = round(lab.timing.up_s, 3)
-        run = CompareRun(lab, topo, out, samples, progress, failure_window_s, seed)
+        run = CompareRun(lab, topo, out, samples, progress, failure_window_s, seed, replication,
+                         failback)
         log = getattr(lab.controller, "log_path", None)  # None: a controller of the user's
         log_start = log.stat().st_size if log and log.exists() else 0
         try:

@@ -27,7 +27,7 @@ from lab.files import copy_file, results_dir, write_json
 from measurements.dbresults import (Placement, model_check, summarize_samples,
                                     write_samples_csv)
 from measurements.dbworkload import DbWorkload
-from measurements.postgres import DIRECT_PORT, DataSize, start_databases
+from measurements.postgres import DIRECT_PORT, REPLICATION_MODES, DataSize, start_databases
 from measurements.progress import SILENT, Progress
 from measurements.stats import DEFAULT_SEED
 from topologies.loader import load
@@ -77,18 +77,24 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
                  page_queries: int = 20, replica: str | None = None,
                  size: DataSize = DataSize(), warmup: int = 5, ping_count: int = 20,
                  placements: list[str] | None = None, port: int = DIRECT_PORT,
-                 progress: Progress = SILENT, lab_factory=None) -> DbBenchResult:
+                 progress: Progress = SILENT, lab_factory=None,
+                 replication: str = "async") -> DbBenchResult:
     """Bring the lab up, run the database benchmark, write the result files, tear down.
 
     topology: a topology file (or a loaded Topology); replica: the host to read replica
     reads from (default: the standby); placements: host names to measure from (default:
     every service and monolith host); port: the servers' port (by default one the
-    controller's "db" service does not rewrite, so each server is reached directly);
-    out_dir: new or empty (earlier results are never overwritten), by default
-    results/db-<time>. Bad arguments are a ValueError before the lab comes up.
+    controller's "db" services do not rewrite, so each server is reached directly);
+    replication: async or sync (every commit waits for the standby: the write figures then
+    include the primary's round trip to it); out_dir: new or empty (earlier results are
+    never overwritten), by default results/db-<time>. Bad arguments are a ValueError before
+    the lab comes up.
     """
     topo = topology if isinstance(topology, Topology) else load(topology)
     chosen = _chosen(topo, samples, page_queries, replica, placements)
+    if replication not in REPLICATION_MODES:
+        raise ValueError(f"--replication: must be {' or '.join(REPLICATION_MODES)}, "
+                         f"got {replication!r}")
     out = results_dir(out_dir, "db")
     if topo.source and Path(topo.source).is_file():
         copy_file(topo.source, out / Path(topo.source).name)
@@ -98,7 +104,7 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
              "warmup": warmup, "ping_count": ping_count,
              "data": {"patients": size.patients, "appointments": size.appointments,
                       "claims": size.claims},
-             "port": port, "seed": DEFAULT_SEED}
+             "port": port, "seed": DEFAULT_SEED, "replication": replication}
     t_start = time.monotonic()
     lab = lab_factory(topo, log=progress.note)
     with lab:
@@ -106,7 +112,8 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
         setup["links"] = lab.backend
         setup["controller"] = lab.forwarding.kind
         setup["bring_up_s"] = round(lab.timing.build_s + lab.timing.forwarding_s, 3)
-        dbs = start_databases(lab, size=size, port=port, log=progress.note)
+        dbs = start_databases(lab, size=size, port=port, log=progress.note,
+                              replication=replication)
         try:
             bench = DbWorkload(lab, dbs, samples, page_queries, replica, warmup, ping_count,
                                progress)

@@ -58,8 +58,11 @@ def connect(target: dict, connect_timeout: int = 10, **options) -> psycopg.Conne
                            prepare_threshold=None, **options)
 
 
-def write_transaction(conn: psycopg.Connection, rng: random.Random, patients: int) -> bool:
-    """A write transaction: a new appointment and its claim."""
+def write_transaction(conn: psycopg.Connection, rng: random.Random, patients: int,
+                      ledger: tuple[str, str] | None = None) -> str | None:
+    """A write transaction: a new appointment and its claim, and with `ledger` (write id,
+    writer) its ledger row. Returns the name of the server that committed it (cluster_name),
+    None if a row did not come back."""
     pid = rng.randint(1, patients)
     with conn.transaction():
         aid = conn.execute(
@@ -68,7 +71,13 @@ def write_transaction(conn: psycopg.Connection, rng: random.Random, patients: in
         cid = conn.execute(
             "INSERT INTO claims (appointment_id, amount, status, submitted_at) "
             "VALUES (%s, 42.00, 'submitted', now()) RETURNING claim_id", (aid,)).fetchone()
-    return aid is not None and cid is not None
+        if ledger is None:
+            server = conn.execute("SELECT current_setting('cluster_name')").fetchone()
+        else:
+            server = conn.execute(
+                "INSERT INTO ledger (write_id, writer, appointment_id) VALUES (%s, %s, %s) "
+                "RETURNING server", (*ledger, aid)).fetchone()
+    return server[0] if aid is not None and cid is not None and server else None
 
 
 class Workload:
@@ -149,7 +158,7 @@ class Workload:
 
     def write(self) -> bool:
         """A write transaction on the primary."""
-        return write_transaction(self.primary, self.rng, self.patients)
+        return write_transaction(self.primary, self.rng, self.patients) is not None
 
 
 def run_workload(config: dict, out) -> None:
@@ -198,29 +207,36 @@ def run_workload(config: dict, out) -> None:
 
 
 def run_writer(config: dict, out) -> None:
-    """A service writing through the database's address every `interval_s` until SIGTERM.
+    """A service writing through the database's write address every `interval_s` until
+    SIGTERM (or `count` writes), keeping a ledger: each write has a unique id
+    (`id_prefix` + a sequence number), and its line says whether it was acknowledged, when
+    (start + latency) and by which server.
 
     A write that breaks the connection makes the next one reconnect. A silently cut path
     would block a write for minutes: TCP_USER_TIMEOUT ends it after WRITER_TCP_TIMEOUT_MS of
     unanswered data, and a connection attempt gives up after libpq's shortest timeout.
     """
     rng = random.Random(config.get("seed", 1))
-    conn = None
+    conn, seq = None, 0
     try:
-        while True:
-            start, t0, error = time.time(), time.perf_counter(), None
+        while config.get("count") is None or seq < config["count"]:
+            seq += 1
+            write_id = f"{config['id_prefix']}{seq}"
+            start, t0, error, server = time.time(), time.perf_counter(), None, None
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = connect(config["primary"], connect_timeout=WRITER_CONNECT_TIMEOUT_S,
                                    tcp_user_timeout=WRITER_TCP_TIMEOUT_MS)
-                ok = write_transaction(conn, rng, config["patients"])
+                server = write_transaction(conn, rng, config["patients"],
+                                           (write_id, config["writer"]))
             except psycopg.Error as exc:
-                ok, error = False, (str(exc).strip().splitlines() or ["error"])[0][:200]
+                error = (str(exc).strip().splitlines() or ["error"])[0][:200]
                 if conn is not None and conn.broken:  # not for a refusal, e.g. read-only
                     conn.close()
                     conn = None
             record = {"type": "sample", "operation": "write", "start": round(start, 6),
-                      "latency_ms": round((time.perf_counter() - t0) * 1000, 4), "ok": ok}
+                      "latency_ms": round((time.perf_counter() - t0) * 1000, 4),
+                      "ok": server is not None, "id": write_id, "server": server}
             if error:
                 record["error"] = error
             write_line(out, record)

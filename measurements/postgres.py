@@ -5,7 +5,12 @@ Each server runs inside its Mininet host (so it is reachable only over the lab's
 as the postgres user, with its data directory under the lab's run directory
 (<run dir>/pg/<host>) and its unix socket in that directory. The primary gets the schema and
 a deterministic data set (measurements/schema.sql); the standby is a pg_basebackup of it taken
-over the lab network. `Databases.stop()` stops both servers and removes their directories.
+over the lab network. Each server listens on its host's address (the read address "db" leads
+there) and on a second address of the host (the write address "db-write" leads there:
+controllers/services.py). Replication is asynchronous, or synchronous (`replication="sync"`:
+the primary names the standby in synchronous_standby_names; synchronous_commit stays on).
+Fencing, fail-back and the ledger of writes: measurements/failback.py. `Databases.stop()` stops
+both servers and removes their directories, at the end of the lab only.
 
 Every process started here carries the lab's marker (HCLAB_RUN=<run id>) in its environment,
 passed explicitly because runuser may reset it. PostgreSQL's child processes overwrite their
@@ -25,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controllers.services import service_address
 from lab.runstate import PROCESS_MARKER, descendants, pid_alive, run_dir
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -37,10 +43,10 @@ PORT = 5432
 DIRECT_PORT = 5433
 USER = "hclab"
 DBNAME = "clinic"
-SLOT = "standby1"
 SCHEMA = Path(__file__).with_name("schema.sql")
 PATH = f"{PG_BIN}:/usr/sbin:/usr/bin:/sbin:/bin"
 READY_STATES = ("ready", "standby")  # line 8 of postmaster.pid once it accepts connections
+REPLICATION_MODES = ("async", "sync")
 
 # Settings shared by primary and standby (the standby gets a copy with the base backup).
 # Parallel query is off and dynamic shared memory lives in the data directory, so nothing
@@ -55,6 +61,9 @@ max_connections = 200
 shared_buffers = 64MB
 dynamic_shared_memory_type = mmap
 max_parallel_workers_per_gather = 0
+# pg_rewind rebuilds a fenced old primary from the new one (fail-back) without a full copy.
+wal_log_hints = on
+wal_keep_size = 256MB
 password_encryption = scram-sha-256
 log_min_messages = warning
 log_connections = off
@@ -66,6 +75,11 @@ local   all          postgres                 peer
 host    all          {USER}      10.0.0.0/8   scram-sha-256
 host    replication  {USER}      10.0.0.0/8   scram-sha-256
 """
+
+
+# What pg_rewind needs on its source without a superuser (PostgreSQL 15 documentation).
+REWIND_FUNCTIONS = ("pg_ls_dir(text, boolean, boolean)", "pg_stat_file(text, boolean)",
+                    "pg_read_binary_file(text)", "pg_read_binary_file(text, bigint, bigint, boolean)")
 
 
 class DatabaseError(RuntimeError):
@@ -96,20 +110,25 @@ class Database:
     host: object  # the Mininet host
     name: str
     ip: str
-    role: str  # "primary" or "standby"
+    role: str  # "primary", "standby" or "fenced"
     data_dir: Path
     env: dict
     port: int = PORT
+    write_ip: str | None = None  # the host's second address, where the write address leads
     proc: subprocess.Popen | None = None
     postmaster_pid: int | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the postmaster inside the host and wait until it accepts connections."""
+    def start(self, timeout: float = 30.0, local_only: bool = False) -> None:
+        """Start the postmaster inside the host and wait until it accepts connections.
+
+        local_only: on the socket in the data directory only, unreachable over the network
+        (a fenced server read for what it holds)."""
+        listen = "" if local_only else ",".join(filter(None, (self.ip, self.write_ip)))
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")
         try:
             self.proc = self.host.popen(
                 as_postgres([str(PG_BIN / "postgres"), "-D", str(self.data_dir),
-                             "-c", f"listen_addresses={self.ip}", "-c", f"port={self.port}",
+                             "-c", f"listen_addresses={listen}", "-c", f"port={self.port}",
                              "-c", f"unix_socket_directories={self.data_dir}",
                              "-c", f"cluster_name={self.name}"], self.env),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -153,15 +172,17 @@ class Database:
         return run_in(self.host, as_postgres(argv, self.env), self.env, sql, timeout,
                       what=f"{self.name}: psql")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Immediate shutdown (the data are thrown away), then SIGKILL what is left; idempotent."""
+    def stop(self, timeout: float = 15.0, fast: bool = False) -> None:
+        """Immediate shutdown (at the lab's end), or a fast one (`fast`: clients are cut off,
+        committed data stay and a primary sends its standby all it has), then SIGKILL what is
+        left; idempotent. The data directory stays."""
         pid = self.postmaster_pid
         if pid is None and (status := self._pid_file()):
             pid = int(status[0]) if status[0].strip().isdigit() else None
         if pid is not None and pid_alive(pid):
             children = descendants(pid)
             try:
-                os.kill(pid, signal.SIGQUIT)
+                os.kill(pid, signal.SIGINT if fast else signal.SIGQUIT)
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + timeout
@@ -192,7 +213,7 @@ class Databases:
     base_dir: Path
     size: DataSize
     stopped: bool = field(default=False)
-    reseeds: int = 0
+    replication: str = "async"  # REPLICATION_MODES
 
     user: str = USER
     dbname: str = DBNAME
@@ -213,24 +234,13 @@ class Databases:
     def servers(self) -> list[Database]:
         return [db for db in (self.standby, self.primary) if db is not None]
 
-    def reseed_standby(self) -> None:
-        """Make the standby a fresh streaming copy of the primary again (after a promotion:
-        the old primary came back, and two primaries must not stay).
-
-        The copy streams through a new replication slot: the primary's sender to the old
-        standby may hold the old one for many seconds (a sender that lost its peer in a cut
-        waits on TCP), and pg_terminate_backend cannot hurry a sender blocked on its socket.
-        Old slots that nobody uses any more are dropped.
-        """
-        standby = self.standby
-        standby.stop()
-        shutil.rmtree(standby.data_dir, ignore_errors=True)
-        self.reseeds += 1
-        slot = f"{SLOT}_{self.reseeds}"
-        self.primary.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                          f"WHERE slot_name LIKE '{SLOT}%' AND NOT active;\n")
-        _base_backup(standby, self.primary, self.password, self.base_dir, slot, create=True)
-        standby.start()
+    def set_sync(self) -> None:
+        """Synchronous replication to the standby (replication "sync"), else none. Set on the
+        primary after the standby's copy was taken, so a promoted standby never waits for
+        itself."""
+        names = self.standby.name if self.replication == "sync" and self.standby else ""
+        self.primary.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{names}';\n"
+                          "SELECT pg_reload_conf();\n")
 
     def stop(self) -> None:
         """Stop the standby, then the primary, and remove their directories; idempotent."""
@@ -279,7 +289,7 @@ def _chown_postgres(path: Path) -> None:
 
 
 def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
-                    port: int = PORT, log=print) -> Databases:
+                    port: int = PORT, log=print, replication: str = "async") -> Databases:
     """Start the primary (with its data) and the standby inside the lab; stop() undoes it.
 
     The hosts are the topology's first db-primary and db-standby hosts. The data
@@ -291,6 +301,9 @@ def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
     standbys = topo.hosts_with_role("db-standby") if standby else []
     if not primaries:
         raise DatabaseError("the topology has no db-primary host")
+    if replication not in REPLICATION_MODES:
+        raise ValueError(f"replication must be one of {', '.join(REPLICATION_MODES)}, "
+                         f"got {replication!r}")
     if not (PG_BIN / "postgres").exists():
         raise DatabaseError(f"PostgreSQL 15 is not installed ({PG_BIN}): run ./setup.sh")
     run_id = lab.state.run_id
@@ -306,13 +319,16 @@ def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
     password = secrets.token_urlsafe(18)
 
     def make(host, role):
-        data_dir = base / host.name
-        return Database(host=lab.host(host.name), name=host.name, ip=host.ip, role=role,
-                        data_dir=data_dir, env=env, port=port)
+        node = lab.host(host.name)
+        write_ip = service_address(host)
+        run_in(node, ["ip", "addr", "replace", f"{write_ip}/32", "dev", str(node.defaultIntf())],
+               env, what=f"{host.name}: the write address {write_ip}")
+        return Database(host=node, name=host.name, ip=host.ip, role=role,
+                        data_dir=base / host.name, env=env, port=port, write_ip=write_ip)
 
     primary = make(primaries[0], "primary")
     dbs = Databases(primary=primary, standby=make(standbys[0], "standby") if standbys else None,
-                    password=password, base_dir=base, size=size)
+                    password=password, base_dir=base, size=size, replication=replication)
     try:
         t0 = time.monotonic()
         _init_primary(primary)
@@ -323,10 +339,11 @@ def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
             f"in {time.monotonic() - t0:.1f} s")
         if dbs.standby is not None:
             t0 = time.monotonic()
-            _base_backup(dbs.standby, primary, password, base)
+            base_backup(dbs.standby, primary, password, base)
             dbs.standby.start()
+            dbs.set_sync()
             log(f"standby {dbs.standby.name} ({dbs.standby.ip}) streaming from "
-                f"{primary.name} in {time.monotonic() - t0:.1f} s")
+                f"{primary.name} ({replication}) in {time.monotonic() - t0:.1f} s")
     except BaseException:
         dbs.stop()
         raise
@@ -347,28 +364,35 @@ def _init_primary(db: Database) -> None:
 def _load(db: Database, password: str, size: DataSize) -> None:
     literal = "'" + password.replace("'", "''") + "'"
     db.psql(f"CREATE ROLE {USER} LOGIN REPLICATION PASSWORD {literal};\n"
-            f"CREATE DATABASE {DBNAME} OWNER {USER};\n"
-            f"SELECT pg_create_physical_replication_slot('{SLOT}');\n")
+            f"CREATE DATABASE {DBNAME} OWNER {USER};\n")
     db.psql(f"SET ROLE {USER};\n" + SCHEMA.read_text(), dbname=DBNAME,
             variables={"patients": size.patients, "appointments": size.appointments,
                        "claims": size.claims})
-    # The failover manager (measurements/failover.py) promotes the standby as the lab user.
-    db.psql(f"GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO {USER};\n",
+    # The failover manager (measurements/failover.py) promotes the standby as the lab user;
+    # pg_rewind (fail-back, measurements/failback.py) reads the new primary's files as it.
+    db.psql(f"GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO {USER};\n"
+            + "".join(f"GRANT EXECUTE ON FUNCTION {f} TO {USER};\n" for f in REWIND_FUNCTIONS),
             dbname=DBNAME)
 
 
-def _base_backup(standby: Database, primary: Database, password: str, base: Path,
-                 slot: str = SLOT, create: bool = False) -> None:
-    """pg_basebackup -R of the primary through `slot` (made first if `create`), taken from
-    inside the standby's host."""
+def write_passfile(base: Path, password: str, servers: list[Database]) -> Path:
+    """The lab user's password for each server, in a file only postgres reads."""
     passfile = base / ".pgpass"
-    passfile.write_text(f"{primary.ip}:{primary.port}:*:{USER}:{password}\n")
+    passfile.write_text("".join(f"{d.ip}:{d.port}:*:{USER}:{password}\n" for d in servers))
     passfile.chmod(0o600)
     _chown_postgres(passfile)
+    return passfile
+
+
+def base_backup(standby: Database, primary: Database, password: str, base: Path) -> None:
+    """pg_basebackup -R of the primary, taken from inside the standby's host. No replication
+    slot: a fenced server's slot would hold WAL for ever; wal_keep_size covers the lab's
+    standby falling behind."""
+    passfile = write_passfile(base, password, [primary, standby])
     env = dict(standby.env, PGPASSFILE=str(passfile))
     argv = [str(PG_BIN / "pg_basebackup"), "-h", primary.ip, "-p", str(primary.port), "-U", USER,
-            "-D", str(standby.data_dir), "-R", "-X", "stream", "-S", slot, "-c", "fast",
-            "--no-sync", "-w"] + (["-C"] if create else [])
+            "-D", str(standby.data_dir), "-R", "-X", "stream", "-c", "fast",
+            "--no-sync", "-w"]
     run_in(standby.host, as_postgres(argv, env), env, timeout=300,
            what=f"{standby.name}: pg_basebackup from {primary.name}")
     # The copy carries the primary's socket lock file (the socket lives in the data directory).

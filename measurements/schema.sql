@@ -56,3 +56,16 @@ SELECT setval(pg_get_serial_sequence('appointments', 'appointment_id'), :appoint
 SELECT setval(pg_get_serial_sequence('claims', 'claim_id'), greatest(:claims, 1));
 
 ANALYZE;
+
+-- The writers' ledger (lab compare's continuous writes, measurements/dbbench_worker.py): one
+-- row per write, in the write's own transaction, named by the writer, and the server that
+-- committed it. Comparing the writers' acknowledged ids with this table on the surviving
+-- primary finds the acknowledged writes a failover lost (measurements/ledger.py).
+CREATE TABLE ledger (
+    write_id        text PRIMARY KEY,
+    writer          text NOT NULL,
+    appointment_id  bigint NOT NULL,
+    server          text NOT NULL DEFAULT current_setting('cluster_name'),
+    written_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    recovered_from  text  -- set when fail-back re-applied it from a fenced old primary
+);

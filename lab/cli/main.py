@@ -136,6 +136,9 @@ def _measure_commands(sub) -> None:
     db.add_argument("--out", help="results directory (default: results/db-<time>)")
     db.add_argument("--page-queries", type=int, default=20, help="queries per ORM page (N)")
     db.add_argument("--replica", help="host replica reads go to (default: the db-standby host)")
+    db.add_argument("--replication", choices=("async", "sync"), default="async",
+                    help="streaming replication to the standby (sync: every commit waits for "
+                         "it) (default: async)")
     db.set_defaults(func=cmd_bench_db)
 
     cmp_ = sub.add_parser("compare", help="routing strategies under normal operation and "
@@ -149,6 +152,14 @@ def _measure_commands(sub) -> None:
                       help="database requests per operation, placement and phase "
                            "(default: %(default)s)")
     cmp_.add_argument("--out", help="results directory (default: results/compare-<time>)")
+    cmp_.add_argument("--replication", choices=("async", "sync"), default="async",
+                      help="streaming replication to the standby (sync: every commit waits for "
+                           "it; no acknowledged write is lost when the primary's DC fails) "
+                           "(default: async)")
+    cmp_.add_argument("--failback", choices=("restore", "keep"), default="restore",
+                      help="after a promotion and the repair the old primary is rebuilt as a "
+                           "standby; restore: it becomes the primary again (default), keep: "
+                           "the promoted one stays primary")
     cmp_.set_defaults(func=cmd_compare)
     rep = sub.add_parser("report", help="rebuild a comparison's report from its raw files "
                          "(no lab needed)")

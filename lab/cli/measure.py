@@ -51,7 +51,8 @@ def cmd_bench_db(args) -> int:
         with ConsoleProgress() as progress:
             result = run_db_bench(args.topology, samples=args.samples, out_dir=args.out,
                                   page_queries=args.page_queries, replica=args.replica,
-                                  progress=progress, lab_factory=factory)
+                                  replication=args.replication, progress=progress,
+                                  lab_factory=factory)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print_db_summary(result.summary, result.model)
@@ -70,7 +71,8 @@ def cmd_compare(args) -> int:
         with ConsoleProgress() as progress:
             result = run_compare(args.topology, strategies=args.strategies.split(","),
                                  scenarios=args.scenarios.split(","), samples=args.samples,
-                                 out_dir=args.out, progress=progress, lab_factory=factory)
+                                 out_dir=args.out, progress=progress, lab_factory=factory,
+                                 replication=args.replication, failback=args.failback)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if result.cells:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from measurements.report import recovery
+
 MODEL_DIFF_MS = 0.5  # expected round trips closer than this count as the same
 FALSE_FAILOVER = "a false failover: its manager missed checks of a primary that was up"
 
@@ -122,6 +124,7 @@ def _scenario_findings(scenario: str, cells: list[dict], setup: dict) -> list[st
     out += _read_only(scenario, cells)
     if any(c["failure"] is not None for c in cells):
         out.append(_availability(scenario, cells))
+        out += recovery.findings(cells)
         out += _write_outages(scenario, cells)
         out += _service_outages(scenario, cells)
     return out
@@ -166,8 +169,8 @@ def _read_only(scenario: str, cells: list[dict]) -> list[str]:
     refused = [c for c in cells if c["writes"]["read_only"]]
     if not refused:
         return []
-    return [f"{scenario}: writes refused by the read-only standby (the db address "
-            f"sends some services to the nearer standby): " + "; ".join(
+    return [f"{scenario}: writes refused as read-only (a server the write address led to "
+            f"was a standby): " + "; ".join(
                 f"{c['strategy']} {100 * c['writes']['read_only'] / c['writes']['requests']:.0f} %"
                 for c in refused) + "; " + (", ".join(
                 c["strategy"] for c in cells if c not in refused) or "none")
@@ -214,7 +217,7 @@ def _write_outages(scenario: str, cells: list[dict]) -> list[str]:
         elif promotion is not None:
             desc += f", standby promoted {promotion:.0f} ms after the failure"
         parts.append(f"{c['strategy']}: {desc}")
-    return [f"{scenario}, writes through the db address: " + "; ".join(parts) + "."]
+    return [f"{scenario}, writes through the write address: " + "; ".join(parts) + "."]
 
 
 def _service_outages(scenario: str, cells: list[dict]) -> list[str]:

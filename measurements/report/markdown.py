@@ -3,6 +3,7 @@ latency per region and the database's per placement, and the plots."""
 
 from __future__ import annotations
 
+from measurements.report import recovery
 from measurements.report.congestion import table as congestion_table
 from measurements.report.tables import COLUMNS, number
 
@@ -34,7 +35,8 @@ def render_markdown(results: dict) -> str:
     lines += ["", "## Findings", ""] + [f"- {s}" for s in results["findings"]]
     for scenario in dict.fromkeys(c["scenario"] for c in results["cells"]):
         cells = [c for c in results["cells"] if c["scenario"] == scenario]
-        lines += _main_table(scenario, cells) + _regions(cells) + _placements(cells)
+        lines += (_main_table(scenario, cells) + recovery.markdown(cells) + _regions(cells)
+                  + _placements(cells))
         lines += _congestion(results, scenario)
     plots = PLOTS + ((CONGESTION_PLOT,) if results.get("congestion") else ())
     lines += ["", "## Plots", ""] + [f"- `{png}.png`: {about}" for png, about in plots] + [""]

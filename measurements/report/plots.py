@@ -1,8 +1,8 @@
 """The comparison's charts, drawn from the raw records and the report's numbers:
 latency_cdf.png (client latency per strategy, a panel per scenario), placement_bars.png
 (database read p50 per placement with bootstrap 95 % CIs) and failover_timeline.png (client
-requests around the first failure scenario's failure); with map.png (sitemap.py), all of
-the report's plots (write_all)."""
+requests around the first failure scenario's failure, the promotion and the first write the
+new primary acknowledged); with map.png (sitemap.py), all of the report's plots (write_all)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from measurements.ledger import acked_at
 from measurements.report.figures import plt, save
 from measurements.report.raw import busy_windows, quiet
 from measurements.report.sitemap import site_map
@@ -97,7 +98,8 @@ def failover_timeline(raw: dict, path: Path) -> str | None:
         _timeline_panel(ax, raw["requests"], cell, window)
     axes[-1, 0].set_xlabel("seconds since the failure was injected (requests by send time)")
     axes[-1, 0].set_xlim(*window)
-    fig.suptitle("Clinic clients' requests around the failure (all clinics)")
+    fig.suptitle("Clinic clients' requests around the failure (all clinics); the promotion "
+                 "and the first write the new primary acknowledged")
     fig.tight_layout()
     save(fig, path)
     return scenario
@@ -122,6 +124,10 @@ def _timeline_panel(ax, requests: list[dict], cell: dict, window: tuple[float, f
     ax.axvline(0, color="black", lw=1)
     ax.text(0.05, 0.5, "failure", transform=ax.get_xaxis_transform(), rotation=90,
             va="center", fontsize=8)
+    for x, label, color in _recovery_marks(requests, cell):
+        ax.axvline(x - t0, color=color, ls=":", lw=1.2)
+        ax.text(x - t0 + 0.05, 0.5, label, rotation=90, fontsize=8, va="center", color=color,
+                transform=ax.get_xaxis_transform(), clip_on=True)
     if cell.get("repair"):
         ax.axvline(cell["repair"] - t0, color="grey", ls="--", lw=1)
         ax.text(cell["repair"] - t0 + 0.05, 0.5, "repair", rotation=90, fontsize=8,
@@ -171,6 +177,21 @@ def congestion_plot(raw: dict, results: dict, path: Path) -> None:
 
 
 BIN_S = 0.5
+
+
+def _recovery_marks(requests: list[dict], cell: dict) -> list[tuple[float, str, str]]:
+    """The promotion, and the first write the new primary acknowledged (the RTO's end)."""
+    promotion = cell.get("promotion")
+    if not promotion:
+        return []
+    marks = [(promotion["promoted"], "promoted", "#2ca02c")]
+    firsts = [acked_at(r) for r in requests if r["kind"] == "writer" and r["ok"]
+              and r["scenario"] == cell["scenario"] and r["strategy"] == cell["strategy"]
+              and r["served_by"] == promotion.get("new_primary")
+              and acked_at(r) > cell["failure"]]
+    if firsts:
+        marks.append((min(firsts), "first write on the new primary (RTO)", "#9467bd"))
+    return marks
 
 
 def write_all(raw: dict, results: dict, out: Path) -> list[str]:

@@ -14,10 +14,13 @@ Definitions used throughout:
 - after failure: successful requests sent between the failure and the repair. (Failed
   requests after the repair, while traffic moves back, still count in the failed share.)
 - writes (cells with a failure): each service and monolith host writes a transaction
-  through the db service's address every few hundred ms; the write outage is taken over the
-  writers whose last write before the failure succeeded (a writer sent to the read-only
-  standby has no outage to measure: its refusals count as failed writes); "read-only" counts
-  refused writes;
+  through the write address ("db-write", always the current primary) every few hundred ms;
+  the write outage is taken over the writers whose last write before the failure succeeded;
+  "read-only" counts writes a standby refused (none is expected: the write address never
+  leads to a standby);
+- disaster recovery ("dr"): lost writes, RPO, RTO, split-brain writes and the fail-back, from
+  the writers' ledgers and the surviving primary's (measurements/ledger.py,
+  measurements/report/recovery.py);
 - dropped connection attempts: those the database hosts' kernels dropped because
   PostgreSQL did not accept them fast enough (accept queue full): the emulation host was
   too loaded for the run, and the failures they caused say nothing about the network;
@@ -34,6 +37,7 @@ from collections import Counter, defaultdict
 from measurements.report import congestion
 from measurements.report.findings import findings
 from measurements.report.raw import quiet
+from measurements.report.recovery import recovery
 from measurements.stats import summarize
 
 
@@ -146,6 +150,7 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict) -> dict:
                                  no_data.get("service")),
             "writes": _missing(_writes(writes, failure, repair, cut_off, busy),
                                _writers_missing(no_data.get("writers"))),
+            "dr": recovery(cell, writes, setup["settings"].get("replication", "async")),
             "promotion_ms": _promotion_ms(cell),
             "false_failover": _false_failover(cell),
             "db_listen_drops": cell.get("db_listen_drops", {}),

@@ -1,5 +1,5 @@
 """The main table, one per scenario: a row per strategy with the clinics' latency, the
-outages, the database read and the promotion. report.md shows it (markdown.py) and the
+outages, the database read, the promotion, the acknowledged writes lost and the RTO. report.md shows it (markdown.py) and the
 command line prints it from main_tables, so both say the same in the same format."""
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ COLUMNS = (
     Column("writes failed %", lambda c: _failed(c["writes"], 1)),
     Column("write outage", _write_outage),
     Column("promoted after", _promoted),
+    Column("writes lost", lambda c: str(c["dr"]["lost"]) if c.get("dr") else "-", "lost"),
+    Column("RTO s", lambda c: number(c["dr"]["rto_s"], 2) if c.get("dr") else "-", "RTO"),
 )
 CONSOLE_COLUMNS = tuple(c for c in COLUMNS if c.short != "")
 

@@ -1,0 +1,229 @@
+"""Promotion, fencing and fail-back of the lab's PostgreSQL pair, keeping every acknowledged write.
+
+- `fence(old)`: the old primary is stopped (a fast shutdown: its clients are cut off, what it
+  committed stays in its data directory). The lab does it through the host's process table,
+  a path the network failure does not cut, the way a power or IPMI fence reaches a server
+  whose network is gone (STONITH). It answers nothing after that, over any address.
+- `ledger_ids(db, prefix)`: the writers' ids a server holds (its ledger table), read over the
+  socket in its data directory, so a fenced server can be read without being reachable.
+- `fail_back(dbs, acknowledged, restore)`: after the repair, the acknowledged writes that only
+  the fenced old primary holds (async replication, before the fence) are re-applied on the new
+  primary; the old primary is rebuilt as a standby of the new one (pg_rewind, else a
+  pg_basebackup into an emptied directory); with `restore` the roles then switch back (a clean
+  switchover). No data directory is emptied while it holds an acknowledged write no other
+  server has (`guard_removal`); the ledger is counted before and after, and a fail-back that
+  would lose a row raises.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from measurements.postgres import (DBNAME, PG_BIN, USER, Database, DatabaseError, Databases,
+                                   as_postgres, base_backup, run_in, write_passfile)
+
+CATCH_UP_TIMEOUT_S = 60.0
+# Settings a copy brings from its source that must not follow it (a standby's connection and
+# slot, a primary's synchronous standby: a promoted copy would wait for itself).
+ROLE_SETTINGS = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names")
+
+
+class DataLossRefused(DatabaseError):
+    """Removing or rebuilding a data directory would discard an acknowledged write."""
+
+
+@dataclass
+class FailBack:
+    """What a fail-back did: rows counted, writes re-applied, how the old primary came back."""
+
+    rows_before: int = 0
+    rows_after: int = 0
+    recovered: list[str] = field(default_factory=list)  # acknowledged ids re-applied
+    unacknowledged_discarded: int = 0  # committed on the fenced server, never acknowledged
+    method: str = ""  # pg_rewind | pg_basebackup
+    restored: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"rows_before": self.rows_before, "rows_after": self.rows_after,
+                "recovered": len(self.recovered), "recovered_ids": self.recovered,
+                "unacknowledged_discarded": self.unacknowledged_discarded,
+                "method": self.method, "restored": self.restored,
+                "seconds": round(self.seconds, 3)}
+
+
+def _sql_text(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def fence(db: Database) -> None:
+    """Stop the old primary (fast shutdown; its data directory stays) and mark it fenced."""
+    db.stop(fast=True)
+    db.role = "fenced"
+
+
+def promote(db: Database) -> None:
+    """Promote a standby and wait until it accepts writes."""
+    db.psql("SELECT pg_promote(true, 30);\n")
+    db.role = "primary"
+
+
+def ledger_ids(db: Database, prefix: str = "") -> set[str]:
+    """The write ids `db` holds whose id starts with `prefix`."""
+    out = db.psql(f"SELECT write_id FROM ledger WHERE starts_with(write_id, {_sql_text(prefix)});\n",
+                  dbname=DBNAME)
+    return set(out.split())
+
+
+def ledger_rows(db: Database) -> int:
+    return int(db.psql("SELECT count(*) FROM ledger;\n", dbname=DBNAME).strip())
+
+
+def guard_removal(db: Database, others: list[Database], acknowledged: set[str]) -> None:
+    """Raise DataLossRefused if `db` holds an acknowledged write that none of `others` holds.
+
+    `db` must be running (local_only will do); `others` too."""
+    held_elsewhere: set[str] = set()
+    for other in others:
+        held_elsewhere |= ledger_ids(other)
+    only_here = (ledger_ids(db) & acknowledged) - held_elsewhere
+    if only_here:
+        raise DataLossRefused(f"{db.name}: holds {len(only_here)} acknowledged writes no other "
+                              f"server has (e.g. {sorted(only_here)[0]}): its data directory "
+                              f"stays")
+
+
+def _reapply(old: Database, new: Database, ids: set[str]) -> None:
+    """Re-apply writes `old` holds on `new`: the appointment, its claim and the ledger row."""
+    rows = old.psql("SELECT l.write_id, l.writer, a.patient_id, l.written_at, l.server "
+                    "FROM ledger l JOIN appointments a USING (appointment_id) "
+                    f"WHERE l.write_id IN ({', '.join(map(_sql_text, sorted(ids)))});\n",
+                    dbname=DBNAME)
+    script = ""
+    for line in rows.splitlines():
+        write_id, writer, patient, at, server = line.split("|")
+        script += (
+            "WITH a AS (INSERT INTO appointments (patient_id, scheduled_at, status) "
+            f"VALUES ({int(patient)}, {_sql_text(at)}, 'booked') RETURNING appointment_id), "
+            "c AS (INSERT INTO claims (appointment_id, amount, status, submitted_at) "
+            f"SELECT appointment_id, 42.00, 'submitted', {_sql_text(at)} FROM a) "
+            "INSERT INTO ledger (write_id, writer, appointment_id, server, written_at, "
+            f"recovered_from) SELECT {_sql_text(write_id)}, {_sql_text(writer)}, appointment_id, "
+            f"{_sql_text(server)}, {_sql_text(at)}, {_sql_text(old.name)} FROM a;\n")
+    if script:
+        new.psql(script, dbname=DBNAME)
+
+
+def recover_acknowledged(old: Database, new: Database, acknowledged: set[str],
+                         result: FailBack) -> None:
+    """Re-apply on `new` the acknowledged writes only the fenced `old` holds (read over its
+    socket, unreachable from the network), then check that none is left only there."""
+    old.start(local_only=True)
+    try:
+        only_old = ledger_ids(old) - ledger_ids(new)
+        missing = only_old & acknowledged
+        _reapply(old, new, missing)
+        result.recovered = sorted(missing)
+        result.unacknowledged_discarded = len(only_old - acknowledged)
+        guard_removal(old, [new], acknowledged)
+    finally:
+        old.stop(fast=True)
+
+
+def _standby_config(db: Database, primary: Database, passfile: Path) -> None:
+    """`db` follows `primary`: standby.signal, and its own connection settings only."""
+    auto = db.data_dir / "postgresql.auto.conf"
+    kept = [line for line in auto.read_text().splitlines()
+            if not line.split("=")[0].strip() in ROLE_SETTINGS] if auto.exists() else []
+    kept.append(f"primary_conninfo = 'host={primary.ip} port={primary.port} user={USER} "
+                f"passfile={passfile} application_name={db.name}'")
+    auto.write_text("\n".join(kept) + "\n")
+    (db.data_dir / "standby.signal").touch()
+    for path in (auto, db.data_dir / "standby.signal"):
+        shutil.chown(path, "postgres", "postgres")
+
+
+def rebuild(db: Database, primary: Database, dbs: Databases, acknowledged: set[str]) -> str:
+    """Make the stopped `db` a streaming standby of `primary`: pg_rewind, or, if that fails, a
+    new base backup into its emptied directory (only after `guard_removal` passed)."""
+    passfile = write_passfile(dbs.base_dir, dbs.password, [db, primary])
+    source = (f"host={primary.ip} port={primary.port} user={USER} dbname={DBNAME} "
+              f"passfile={passfile}")
+    try:
+        run_in(db.host, as_postgres([str(PG_BIN / "pg_rewind"), "-D", str(db.data_dir),
+                                     f"--source-server={source}", "--no-sync"], db.env),
+               db.env, timeout=300, what=f"{db.name}: pg_rewind from {primary.name}")
+        method = "pg_rewind"
+    except DatabaseError:
+        db.start(local_only=True)
+        try:
+            guard_removal(db, [primary], acknowledged)
+        finally:
+            db.stop(fast=True)
+        _empty(db.data_dir)
+        base_backup(db, primary, dbs.password, dbs.base_dir)
+        method = "pg_basebackup"
+    _standby_config(db, primary, passfile)
+    db.start()
+    db.role = "standby"
+    return method
+
+
+def _empty(data_dir: Path) -> None:
+    """Empty a data directory whose writes `guard_removal` found elsewhere (pg_basebackup
+    needs an empty one); the directory itself stays, owned by postgres."""
+    for child in data_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def wait_caught_up(standby: Database, primary: Database,
+                   timeout: float = CATCH_UP_TIMEOUT_S) -> None:
+    """Until `standby` has replayed everything `primary` has written so far."""
+    target = primary.psql("SELECT pg_current_wal_lsn();\n").strip()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = standby.psql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn;\n").strip()
+        if done == "t":
+            return
+        time.sleep(0.1)
+    raise DatabaseError(f"{standby.name}: not caught up with {primary.name} after {timeout:.0f} s")
+
+
+def switchover(dbs: Databases, acknowledged: set[str]) -> None:
+    """Swap a healthy pair's roles without losing a write: the primary stops cleanly (it sends
+    its standby everything first), the standby is promoted, the old primary follows it."""
+    old, new = dbs.primary, dbs.standby
+    wait_caught_up(new, old)
+    old.stop(fast=True)
+    old.role = "fenced"
+    promote(new)  # it replays all it received first: the old primary's last send included
+    dbs.primary, dbs.standby = new, old
+    rebuild(old, new, dbs, acknowledged)
+
+
+def fail_back(dbs: Databases, old: Database, acknowledged: set[str], restore: bool) -> FailBack:
+    """After a promotion and the repair: bring the fenced `old` back without losing an
+    acknowledged write; `restore`: it is the primary again. `dbs.primary` is the new primary."""
+    t0 = time.monotonic()
+    result = FailBack(rows_before=ledger_rows(dbs.primary))
+    recover_acknowledged(old, dbs.primary, acknowledged, result)
+    result.method = rebuild(old, dbs.primary, dbs, acknowledged)
+    dbs.standby = old
+    wait_caught_up(old, dbs.primary)
+    if restore:
+        switchover(dbs, acknowledged)
+        wait_caught_up(dbs.standby, dbs.primary)
+        result.restored = True
+    dbs.set_sync()
+    result.rows_after = ledger_rows(dbs.primary)
+    result.seconds = time.monotonic() - t0
+    if result.rows_after < result.rows_before + len(result.recovered):
+        raise DataLossRefused(f"fail-back: the primary holds {result.rows_after} ledger rows, "
+                              f"{result.rows_before} before and {len(result.recovered)} re-applied")
+    return result
