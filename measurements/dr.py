@@ -5,9 +5,12 @@ follows what it writes. The moment it has promoted the standby, `Recovery` (as t
 manager of a real deployment would: Patroni's callbacks, a DNS or VIP update):
 
 1. fences the old primary (measurements/failback.py `fence`: stopped through a path the
-   network failure does not cut), so it acknowledges no write from anywhere after that;
+   network failure does not cut), so it acknowledges no write from anywhere after that
+   (the record's "fenced": when its shutdown began);
 2. leads the write address ("db-write") and the read address ("db") to the new primary only
-   (the controller's PUT /v1/endpoints).
+   (the controller's PUT /v1/endpoints). This comes first: it takes milliseconds, while the
+   old primary's exit can take seconds (its shutdown starts refusing writes at once, then
+   waits for a standby that is cut off: `fence`).
 
 After the cell's repair, `fail_back` brings the old primary back as a standby of the new one
 without losing an acknowledged write, restores the roles (or keeps them), leads both addresses
@@ -93,16 +96,18 @@ class Recovery:
             time.sleep(POLL_S)
 
     def promoted(self, record: dict) -> None:
-        """The standby was promoted: fence the old primary, lead both addresses to the new."""
+        """The standby was promoted: lead both addresses to it (a few ms), then fence the old
+        primary (its fast shutdown refuses new sessions and ends the others at once; the
+        process may take seconds to exit if its standby was cut off silently)."""
         old, new = self.dbs.primary, self.dbs.standby
-        fence(old)
-        fenced = time.time()
         for service in (WRITE_SERVICE, READ_SERVICE):
             self.controller.set_endpoints(service, [new.name])
-        self.dbs.primary, self.dbs.standby = new, None
+        moved = time.time()
+        fence(old)
+        self.dbs.primary, self.dbs.standby, self.dbs.fenced = new, None, old
         self.old_primary = old
         self.promotion = {**record, "old_primary": old.name, "new_primary": new.name,
-                          "fenced": fenced, "addresses_moved": time.time()}
+                          "addresses_moved": moved, "fenced": moved, "fence_done": time.time()}
 
     def stop(self) -> None:
         self._stop.set()

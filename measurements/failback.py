@@ -26,6 +26,10 @@ from measurements.postgres import (DBNAME, PG_BIN, USER, Database, DatabaseError
                                    as_postgres, base_backup, run_in, write_passfile)
 
 CATCH_UP_TIMEOUT_S = 60.0
+# A fenced primary's fast shutdown ends its sessions at once, then waits for its standby to
+# confirm the last WAL; a standby cut off silently never does (until wal_sender_timeout, 60 s):
+# after this long the rest of it is killed. What it committed is on disk either way.
+FENCE_WAIT_S = 3.0
 # Settings a copy brings from its source that must not follow it (a standby's connection and
 # slot, a primary's synchronous standby: a promoted copy would wait for itself).
 ROLE_SETTINGS = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names")
@@ -61,7 +65,7 @@ def _sql_text(value: str) -> str:
 
 def fence(db: Database) -> None:
     """Stop the old primary (fast shutdown; its data directory stays) and mark it fenced."""
-    db.stop(fast=True)
+    db.stop(timeout=FENCE_WAIT_S, fast=True)
     db.role = "fenced"
 
 
@@ -98,6 +102,8 @@ def guard_removal(db: Database, others: list[Database], acknowledged: set[str]) 
 
 def _reapply(old: Database, new: Database, ids: set[str]) -> None:
     """Re-apply writes `old` holds on `new`: the appointment, its claim and the ledger row."""
+    if not ids:
+        return
     rows = old.psql("SELECT l.write_id, l.writer, a.patient_id, l.written_at, l.server "
                     "FROM ledger l JOIN appointments a USING (appointment_id) "
                     f"WHERE l.write_id IN ({', '.join(map(_sql_text, sorted(ids)))});\n",
@@ -214,7 +220,7 @@ def fail_back(dbs: Databases, old: Database, acknowledged: set[str], restore: bo
     result = FailBack(rows_before=ledger_rows(dbs.primary))
     recover_acknowledged(old, dbs.primary, acknowledged, result)
     result.method = rebuild(old, dbs.primary, dbs, acknowledged)
-    dbs.standby = old
+    dbs.standby, dbs.fenced = old, None
     wait_caught_up(old, dbs.primary)
     if restore:
         switchover(dbs, acknowledged)

@@ -214,6 +214,7 @@ class Databases:
     size: DataSize
     stopped: bool = field(default=False)
     replication: str = "async"  # REPLICATION_MODES
+    fenced: Database | None = None  # an old primary after a promotion, until its fail-back
 
     user: str = USER
     dbname: str = DBNAME
@@ -245,7 +246,7 @@ class Databases:
     def stop(self) -> None:
         """Stop the standby, then the primary, and remove their directories; idempotent."""
         errors = []
-        for db in self.servers():
+        for db in self.servers() + ([self.fenced] if self.fenced else []):
             try:
                 db.stop()
             except Exception as exc:  # the other server and the directory still go
