@@ -80,6 +80,8 @@ def _arp_responder(dpid: int, ip: str, mac: str) -> FlowEntry:
 
 def _arp_flows(dpid: int, topology: Topology, services: list[Service]) -> list[FlowEntry]:
     owners = [(h.ip, h.mac) for h in topology.hosts.values()] + [(s.vip, s.mac) for s in services]
+    owners += list(dict.fromkeys((e.address, topology.hosts[e.host].mac) for s in services
+                                 for e in s.endpoints if e.address))  # hosts' second addresses
     return [_arp_responder(dpid, ip, mac) for ip, mac in owners]
 
 

@@ -7,8 +7,9 @@ manager of a real deployment would: Patroni's callbacks, a DNS or VIP update):
 1. fences the old primary (measurements/failback.py `fence`: stopped through a path the
    network failure does not cut), so it acknowledges no write from anywhere after that
    (the record's "fenced": when its shutdown began);
-2. leads the write address ("db-write") and the read address ("db") to the new primary only
-   (the controller's PUT /v1/endpoints). This comes first: it takes milliseconds, while the
+2. leads the write address ("db-write", which always leads to its first server) and the read
+   address ("db", which no longer offers the old primary) to the new primary (the
+   controller's PUT /v1/endpoints). This comes first: it takes milliseconds, while the
    old primary's exit can take seconds (its shutdown starts refusing writes at once, then
    waits for a standby that is cut off: `fence`).
 
@@ -100,8 +101,8 @@ class Recovery:
         primary (its fast shutdown refuses new sessions and ends the others at once; the
         process may take seconds to exit if its standby was cut off silently)."""
         old, new = self.dbs.primary, self.dbs.standby
-        for service in (WRITE_SERVICE, READ_SERVICE):
-            self.controller.set_endpoints(service, [new.name])
+        self.controller.set_endpoints(WRITE_SERVICE, [new.name, old.name])  # leads to the first
+        self.controller.set_endpoints(READ_SERVICE, [new.name])
         moved = time.time()
         fence(old)
         self.dbs.primary, self.dbs.standby, self.dbs.fenced = new, None, old

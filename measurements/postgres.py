@@ -319,14 +319,7 @@ def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
     env = {"PATH": PATH, "LANG": "C.UTF-8", PROCESS_MARKER: run_id}
     password = secrets.token_urlsafe(18)
 
-    def make(host, role):
-        node = lab.host(host.name)
-        write_ip = service_address(host)
-        run_in(node, ["ip", "addr", "replace", f"{write_ip}/32", "dev", str(node.defaultIntf())],
-               env, what=f"{host.name}: the write address {write_ip}")
-        return Database(host=node, name=host.name, ip=host.ip, role=role,
-                        data_dir=base / host.name, env=env, port=port, write_ip=write_ip)
-
+    make = lambda host, role: _server(lab, host, role, base, env, port)  # noqa: E731
     primary = make(primaries[0], "primary")
     dbs = Databases(primary=primary, standby=make(standbys[0], "standby") if standbys else None,
                     password=password, base_dir=base, size=size, replication=replication)
@@ -349,6 +342,16 @@ def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
         dbs.stop()
         raise
     return dbs
+
+
+def _server(lab, host, role: str, base: Path, env: dict, port: int) -> Database:
+    """A server in `host`, which gets its second address (where the write address leads)."""
+    node = lab.host(host.name)
+    write_ip = service_address(host)
+    run_in(node, ["ip", "addr", "replace", f"{write_ip}/32", "dev", str(node.defaultIntf())],
+           env, what=f"{host.name}: the write address {write_ip}")
+    return Database(host=node, name=host.name, ip=host.ip, role=role, data_dir=base / host.name,
+                    env=env, port=port, write_ip=write_ip)
 
 
 def _init_primary(db: Database) -> None:

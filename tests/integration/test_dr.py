@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -106,9 +107,11 @@ def test_writes_reach_the_primary_from_every_placement_then_only_the_promoted_st
     assert len(before) == 2 * len(hosts)
     assert [(w["src"], w["ok"], w["server"]) for w in before if not (w["ok"] and w["server"] == "pg1")] == []
     pg1, pg2 = dbs.primary, dbs.standby
-    mono1 = lab.host("mono1")
-    # Positive control: before the fence, pg1 answers on its write address from DC1.
-    assert connection_error(lab, mono1, pg1.write_ip, dbs) == ""
+    # Where pg1's own addresses can be tried from (a database consumer's answers from port
+    # 5432 come back from the service addresses): its own host, and a clinic's over the lab.
+    clinic = lab.host(lab.topology.hosts_with_role("client")[0].name)
+    tries = [(host, ip) for host in (pg1.host, clinic) for ip in (pg1.ip, pg1.write_ip)]
+    assert [connection_error(lab, host, ip, dbs) for host, ip in tries] == [""] * 4
 
     recovery = recovery_of(lab, dbs, scratch)
     promote(pg2)
@@ -116,10 +119,10 @@ def test_writes_reach_the_primary_from_every_placement_then_only_the_promoted_st
     assert (dbs.primary, pg1.role) == (pg2, "fenced")
     after = write_from(lab, dbs, scratch, hosts, "move/after/")
     assert [(w["src"], w["ok"], w["server"]) for w in after if not (w["ok"] and w["server"] == "pg2")] == []
-    # The fenced old primary acknowledges nothing, from anywhere: its own host, DC1, any address.
-    for host in (pg1.host, mono1):
-        for ip in (pg1.ip, pg1.write_ip):
-            assert connection_error(lab, host, ip, dbs) != "", (host.name, ip)
+    # The fenced old primary acknowledges nothing, from anywhere, on any of its addresses; the
+    # services of its own data center reach only the new primary (above).
+    for host, ip in tries:
+        assert connection_error(lab, host, ip, dbs) != "", (host.name, ip)
 
     acknowledged = {w["id"] for w in before + after if w["ok"]}
     result = fail_back(dbs, pg1, acknowledged, restore=True)
@@ -183,3 +186,41 @@ def test_a_write_lost_in_a_cut_is_found_kept_from_removal_and_recovered_at_fail_
     assert acknowledged <= ledger_ids(pg1, "lost/")
     wait_caught_up(pg2, pg1)
     assert acknowledged <= ledger_ids(pg2, "lost/")
+
+
+def test_with_sync_replication_a_write_in_a_cut_is_never_acknowledged_so_none_is_lost(dr_lab):
+    lab, dbs, scratch = dr_lab
+    pg1, pg2 = dbs.primary, dbs.standby
+    dbs.replication = "sync"
+    dbs.set_sync()
+    try:
+        assert all(w["ok"] for w in write_from(lab, dbs, scratch, ["mono1"], "sync/ok/", 1))
+        site = lab.topology.hosts[pg2.name].site
+        cut = {link.index for link in lab.topology.links if site in (link.a, link.b)}
+        lab.emulation.set_loss(cut, 100.0)
+        failure = time.time()
+        try:
+            waiting = {}
+            # The commit waits for the cut-off standby: no answer while the primary runs.
+            writer = threading.Thread(target=lambda: waiting.update(
+                writes=write_from(lab, dbs, scratch, ["mono1"], "sync/cut/", 1)), daemon=True)
+            writer.start()
+            time.sleep(3)
+            assert "writes" not in waiting
+            promote(pg2)
+            promoted = time.time()
+            recovery_of(lab, dbs, scratch).promoted({"type": "promoted", "promoted": promoted})
+            writer.join(60)
+        finally:
+            lab.emulation.set_loss(cut, 0.0)
+        writes = waiting["writes"]
+        assert len(writes) == 1 and not writes[0]["ok"]  # ended by the fence, unacknowledged
+        found = compare_ledgers(writes, ledger_ids(pg2, "sync/"), failure, promoted, "pg2", "pg1")
+        assert (found["acknowledged"], found["lost"]) == (0, 0)
+        result = fail_back(dbs, pg1, set(), restore=True)
+        # It was committed on pg1 (then never acknowledged): the fail-back drops it, knowingly.
+        assert result.recovered == [] and result.unacknowledged_discarded == 1
+    finally:
+        dbs.replication = "async"
+        dbs.set_sync()
+
