@@ -96,6 +96,7 @@ class CompareRun:
                                    replication=self.replication)
         self.db_hosts = [db.name for db in self.dbs.servers()]  # whatever their roles become
         self.db_start_s = time.monotonic() - t0
+        self.db_hosts = [db.name for db in self.dbs.servers()]  # whatever their roles become
         app = services[APP_SERVICE]
         config = {"servers": [{"name": h, "pid": self.lab.host(h).pid, "port": app["port"]}
                               for h in _endpoint_hosts(app)]}
