@@ -5,7 +5,7 @@
   a path the network failure does not cut, the way a power or IPMI fence reaches a server
   whose network is gone (STONITH). It answers nothing after that, over any address.
 - `ledger_ids(db, prefix)`: the writers' ids a server holds (its ledger table), read over the
-  socket in its data directory, so a fenced server can be read without being reachable.
+  unix socket, so a fenced server can be read without being reachable.
 - `fail_back(dbs, acknowledged, restore)`: after the repair, the acknowledged writes that only
   the fenced old primary holds (async replication, before the fence) are re-applied on the new
   primary; the old primary is rebuilt as a standby of the new one (pg_rewind, else a

@@ -3,8 +3,9 @@ db-standby host.
 
 Each server runs inside its Mininet host (so it is reachable only over the lab's network),
 as the postgres user, with its data directory under the lab's run directory
-(<run dir>/pg/<host>) and its unix socket in that directory. The primary gets the schema and
-a deterministic data set (measurements/schema.sql); the standby is a pg_basebackup of it taken
+(<run dir>/pg/<host>) and its unix socket beside it (<run dir>/pg/<host>.socket: pg_rewind
+and pg_basebackup copy a data directory whole, and a socket is no file to copy). The primary
+gets the schema and a deterministic data set (measurements/schema.sql); the standby is a pg_basebackup of it taken
 over the lab network. Each server listens on its host's address (the read address "db" leads
 there) and on a second address of the host (the write address "db-write" leads there:
 controllers/services.py). Replication is asynchronous, or synchronous (`replication="sync"`:
@@ -69,7 +70,7 @@ log_min_messages = warning
 log_connections = off
 """
 
-HBA_CONF = f"""# hclab: the postgres user over the socket in the data directory, the lab user
+HBA_CONF = f"""# hclab: the postgres user over the server's own socket, the lab user
 # and replication from the lab's network only, with a password.
 local   all          postgres                 peer
 host    all          {USER}      10.0.0.0/8   scram-sha-256
@@ -121,15 +122,17 @@ class Database:
     def start(self, timeout: float = 30.0, local_only: bool = False) -> None:
         """Start the postmaster inside the host and wait until it accepts connections.
 
-        local_only: on the socket in the data directory only, unreachable over the network
+        local_only: on its unix socket only, unreachable over the network
         (a fenced server read for what it holds)."""
         listen = "" if local_only else ",".join(filter(None, (self.ip, self.write_ip)))
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        _chown_postgres(self.socket_dir)
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")
         try:
             self.proc = self.host.popen(
                 as_postgres([str(PG_BIN / "postgres"), "-D", str(self.data_dir),
                              "-c", f"listen_addresses={listen}", "-c", f"port={self.port}",
-                             "-c", f"unix_socket_directories={self.data_dir}",
+                             "-c", f"unix_socket_directories={self.socket_dir}",
                              "-c", f"cluster_name={self.name}"], self.env),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self.env, cwd="/")
@@ -148,6 +151,10 @@ class Database:
         raise DatabaseError(f"{self.name}: postgres not ready after {timeout:.0f} s: "
                             f"{self.log_tail()}")
 
+    @property
+    def socket_dir(self) -> Path:
+        return self.data_dir.parent / f"{self.name}.socket"
+
     def _pid_file(self) -> list[str] | None:
         try:
             return (self.data_dir / "postmaster.pid").read_text().splitlines()
@@ -163,9 +170,9 @@ class Database:
 
     def psql(self, sql: str, dbname: str = "postgres", variables: dict | None = None,
              timeout: float = 120.0) -> str:
-        """Run SQL through psql as the postgres user, over the socket in the data directory."""
+        """Run SQL through psql as the postgres user, over the server's unix socket."""
         argv = [str(PG_BIN / "psql"), "-X", "-q", "-A", "-t", "-P", "pager=off",
-                "-v", "ON_ERROR_STOP=1", "-h", str(self.data_dir), "-p", str(self.port),
+                "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir), "-p", str(self.port),
                 "-d", dbname, "-f", "-"]
         for key, value in (variables or {}).items():
             argv += ["-v", f"{key}={value}"]
@@ -399,6 +406,3 @@ def base_backup(standby: Database, primary: Database, password: str, base: Path)
             "--no-sync", "-w"]
     run_in(standby.host, as_postgres(argv, env), env, timeout=300,
            what=f"{standby.name}: pg_basebackup from {primary.name}")
-    # The copy carries the primary's socket lock file (the socket lives in the data directory).
-    for lock in standby.data_dir.glob(".s.PGSQL.*"):
-        lock.unlink()
