@@ -96,6 +96,14 @@ def recovery_of(lab, dbs, scratch) -> Recovery:
     return Recovery(dbs, lab.controller, FakeSpawn(), scratch, {})
 
 
+def wait_links_up(lab, timeout: float = 30.0) -> None:
+    """Until the controller sees every link up again (after a repair)."""
+    deadline = time.monotonic() + timeout
+    while not all(link["up"] for link in lab.controller.get("links")["links"]):
+        assert time.monotonic() < deadline, "links still down after the repair"
+        time.sleep(0.2)
+
+
 def placements(lab) -> list[str]:
     return [p.host for p in placements_of(lab.topology)]
 
@@ -152,6 +160,7 @@ def test_a_write_lost_in_a_cut_is_found_kept_from_removal_and_recovered_at_fail_
         recovery_of(lab, dbs, scratch).promoted({"type": "promoted", "promoted": promoted})
     finally:
         lab.emulation.set_loss(cut, 0.0)
+    wait_links_up(lab)
 
     found = compare_ledgers(writes, ledger_ids(pg2, "lost/"), failure, promoted, "pg2", "pg1")
     assert (found["acknowledged"], found["lost"]) == (3, 3)
@@ -213,6 +222,7 @@ def test_with_sync_replication_a_write_in_a_cut_is_never_acknowledged_so_none_is
             writer.join(60)
         finally:
             lab.emulation.set_loss(cut, 0.0)
+        wait_links_up(lab)
         writes = waiting["writes"]
         assert len(writes) == 1 and not writes[0]["ok"]  # ended by the fence, unacknowledged
         found = compare_ledgers(writes, ledger_ids(pg2, "sync/"), failure, promoted, "pg2", "pg1")
