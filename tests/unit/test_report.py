@@ -301,3 +301,33 @@ def test_a_cell_during_which_a_lab_process_died_is_invalid(raw_dir):
     assert cell(results, "normal", "latency")["invalid"].startswith("the delay line")
     assert any(s.startswith("normal / latency: INVALID: the delay line (pid 42)")
                for s in results["findings"])
+
+
+def test_the_ledgers_give_report_md_its_disaster_recovery_table(raw_dir):
+    """Writers with ledgers (ids, the server that acknowledged): svlz1's writes after the
+    failure are missing from the survivor, and the report says so in a table and a sentence."""
+    path = raw_dir / "requests.jsonl"
+    reqs = [json.loads(line) for line in path.read_text().splitlines()]
+    for n, r in enumerate(reqs):
+        if r["kind"] == "writer":
+            r["id"] = f"{r['scenario']}/{r['strategy']}/{r['src']}/{n}"
+            r["served_by"] = "pg1" if r["ok"] else None
+    path.write_text("".join(json.dumps(r) + "\n" for r in reqs))
+    held = {r["id"] for r in reqs if r["kind"] == "writer" and r["start"] < T0 + 1.0}
+
+    def ledger(c):
+        if c["scenario"] == "dc-failure":
+            c["ledger"] = {"survivor": "pg2", "held": sorted(held)}
+            c["promotion"].update(old_primary="pg1", new_primary="pg2", fenced=T0 + 1.5)
+    results = results_with(raw_dir, ledger)
+    dr = cell(results, "dc-failure", "hops")["dr"]
+    # svlz1 wrote at 1.5 .. 1.9 s (acknowledged by pg1, after the promotion at 1.45 s).
+    assert (dr["acknowledged"], dr["lost"], dr["split_brain"], dr["rto_s"]) == (15, 5, 5, None)
+    assert dr["refused_read_only"] == 20 and dr["replication"] == "async"
+    text = render_markdown(results)
+    assert "| hops | 40 | 15 | 5 | 0.402 | - | 5 | 20 | - |" in text
+    assert any(s.startswith("dc-failure / hops, async: 5 of 15 acknowledged writes lost (RPO "
+                            "0.40 s), the new primary acknowledged no write before the repair")
+               for s in results["findings"])
+    _, _, rows = main_tables(results)[1]
+    assert rows[0][-2:] == ["5", "-"]
