@@ -96,6 +96,13 @@ def recovery_of(lab, dbs, scratch) -> Recovery:
     return Recovery(dbs, lab.controller, FakeSpawn(), scratch, {})
 
 
+def addresses_to(lab, primary: str, standby: str) -> None:
+    """Both database addresses back to the primary then the standby (Recovery.fail_back's
+    last step, here after failback.fail_back)."""
+    for service in ("db-write", "db"):
+        lab.controller.set_endpoints(service, [primary, standby])
+
+
 def wait_links_up(lab, timeout: float = 30.0) -> None:
     """Until the controller sees every link up again (after a repair)."""
     deadline = time.monotonic() + timeout
@@ -135,8 +142,7 @@ def test_writes_reach_the_primary_from_every_placement_then_only_the_promoted_st
     acknowledged = {w["id"] for w in before + after if w["ok"]}
     result = fail_back(dbs, pg1, acknowledged, restore=True)
     assert (dbs.primary, dbs.standby, result.restored) == (pg1, pg2, True)
-    for service in ("db-write", "db"):
-        lab.controller.set_endpoints(service, ["pg1", "pg2"])
+    addresses_to(lab, "pg1", "pg2")
     again = write_from(lab, dbs, scratch, hosts, "move/again/", count=1)
     assert all(w["ok"] and w["server"] == "pg1" for w in again)
     wait_caught_up(pg2, pg1)
@@ -189,6 +195,7 @@ def test_a_write_lost_in_a_cut_is_found_kept_from_removal_and_recovered_at_fail_
 
     rows_before = ledger_rows(pg2)
     result = fail_back(dbs, pg1, acknowledged, restore=True)
+    addresses_to(lab, "pg1", "pg2")
     assert sorted(result.recovered) == sorted(acknowledged)
     assert result.rows_before == rows_before
     assert result.rows_after == rows_before + 3
@@ -203,7 +210,8 @@ def test_with_sync_replication_a_write_in_a_cut_is_never_acknowledged_so_none_is
     dbs.replication = "sync"
     dbs.set_sync()
     try:
-        assert all(w["ok"] for w in write_from(lab, dbs, scratch, ["mono1"], "sync/ok/", 1))
+        first = write_from(lab, dbs, scratch, ["mono1"], "sync/ok/", 1)
+        assert [w["server"] for w in first] == ["pg1"], first
         site = lab.topology.hosts[pg2.name].site
         cut = {link.index for link in lab.topology.links if site in (link.a, link.b)}
         lab.emulation.set_loss(cut, 100.0)
@@ -228,6 +236,7 @@ def test_with_sync_replication_a_write_in_a_cut_is_never_acknowledged_so_none_is
         found = compare_ledgers(writes, ledger_ids(pg2, "sync/"), failure, promoted, "pg2", "pg1")
         assert (found["acknowledged"], found["lost"]) == (0, 0)
         result = fail_back(dbs, pg1, set(), restore=True)
+        addresses_to(lab, "pg1", "pg2")
         # It was committed on pg1 (then never acknowledged): the fail-back drops it, knowingly.
         assert result.recovered == [] and result.unacknowledged_discarded == 1
     finally:
