@@ -156,6 +156,9 @@ def rebuild(db: Database, primary: Database, dbs: Databases, acknowledged: set[s
     """Make the stopped `db` a streaming standby of `primary`: pg_rewind, or, if that fails, a
     new base backup into its emptied directory (only after `guard_removal` passed)."""
     passfile = write_passfile(dbs.base_dir, dbs.password, [db, primary])
+    # pg_rewind reads the source's timeline from its control file, which a just-promoted
+    # server updates only at its next checkpoint (PostgreSQL's pg_rewind documentation).
+    primary.psql("CHECKPOINT;\n")
     source = (f"host={primary.ip} port={primary.port} user={USER} dbname={DBNAME} "
               f"passfile={passfile}")
     try:
