@@ -44,6 +44,10 @@ LAG_DRAIN_S = 0.3  # the write phase's flag stays this long after the last commi
 GO_POLL_S = 0.01
 WRITER_CONNECT_TIMEOUT_S = 2  # libpq's shortest connection timeout
 WRITER_TCP_TIMEOUT_MS = 1000
+# A commit waiting for an answer has no unacknowledged data, so TCP_USER_TIMEOUT never ends
+# it: keepalives do, when the server behind the address is gone (fenced, or the address moved).
+WRITER_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1,
+                     "keepalives_count": 2}
 
 
 class Stop(Exception):
@@ -214,7 +218,8 @@ def run_writer(config: dict, out) -> None:
 
     A write that breaks the connection makes the next one reconnect. A silently cut path
     would block a write for minutes: TCP_USER_TIMEOUT ends it after WRITER_TCP_TIMEOUT_MS of
-    unanswered data, and a connection attempt gives up after libpq's shortest timeout.
+    unanswered data, keepalives a wait for an answer that cannot come, and a connection
+    attempt gives up after libpq's shortest timeout.
     """
     rng = random.Random(config.get("seed", 1))
     conn, seq = None, 0
@@ -226,7 +231,7 @@ def run_writer(config: dict, out) -> None:
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = connect(config["primary"], connect_timeout=WRITER_CONNECT_TIMEOUT_S,
-                                   tcp_user_timeout=WRITER_TCP_TIMEOUT_MS)
+                                   tcp_user_timeout=WRITER_TCP_TIMEOUT_MS, **WRITER_KEEPALIVES)
                 server = write_transaction(conn, rng, config["patients"],
                                            (write_id, config["writer"]))
             except psycopg.Error as exc:
