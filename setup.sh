@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")"
 
 PACKAGES="mininet openvswitch-switch postgresql-15 iperf3 ethtool iputils-ping telnet
-iproute2 procps psmisc socat python3-venv python3-dev gcc libtcmalloc-minimal4"
+iproute2 procps psmisc socat nftables python3-venv python3-dev gcc libtcmalloc-minimal4"
 # The dashboard's tests drive Debian's chromium with selenium (/usr/bin/chromedriver).
 # The real-kernel test VM runs no browser and sets HCLAB_SETUP_BROWSER=0.
 BROWSER_PACKAGES="chromium chromium-driver"

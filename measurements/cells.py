@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from controllers.launcher import ROUTE_SETTLE_S
+from controllers.services import READ_SERVICE, WRITE_SERVICE
 from lab.files import open_append, write_json
 from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
@@ -28,7 +29,7 @@ from measurements.dbworkload import DbBenchError, DbWorkload
 from measurements.dr import Recovery
 from measurements.failback import ledger_ids
 from measurements.jsonlines import read_json_lines
-from measurements.postgres import PORT, SMALL, start_databases
+from measurements.postgres import SMALL, start_databases
 from measurements.progress import Progress
 from measurements.scenarios import Scenario
 
@@ -54,7 +55,7 @@ REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 5.0
 SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
-APP_SERVICE, DB_SERVICE, WRITE_SERVICE = "app", "db", "db-write"
+APP_SERVICE = "app"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
              "start_time", "latency_ms", "ok")
 
@@ -87,12 +88,12 @@ class CompareRun:
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.scratch.mkdir(parents=True)
         services = {s["name"]: s for s in self.lab.controller.get("topology")["services"]}
-        if not {APP_SERVICE, DB_SERVICE, WRITE_SERVICE} <= set(services):
+        if not {APP_SERVICE, READ_SERVICE, WRITE_SERVICE} <= set(services):
             raise CompareError("the controller has no 'app', 'db' and 'db-write' services "
                                "(the topology needs monolith/service, client and db hosts)")
         self.services = services
         t0 = time.monotonic()
-        self.dbs = start_databases(self.lab, size=SMALL, port=PORT, log=self.progress.note,
+        self.dbs = start_databases(self.lab, size=SMALL, log=self.progress.note,
                                    replication=self.replication)
         self.db_hosts = [db.name for db in self.dbs.servers()]  # whatever their roles become
         self.db_start_s = time.monotonic() - t0
@@ -221,7 +222,7 @@ class CompareRun:
 
     def _probe_targets(self) -> list[dict]:
         topo = self.topo
-        app, db = self.services[APP_SERVICE], self.services[DB_SERVICE]
+        app, db = self.services[APP_SERVICE], self.services[READ_SERVICE]
         targets = [{"kind": "client", "src": h, "pid": self.lab.host(h).pid, "dst": app["vip"],
                     "port": app["port"], "mode": "request", "interval_s": CLIENT_INTERVAL_S}
                    for h in app["consumers"]]
@@ -268,8 +269,9 @@ class CompareRun:
                   "isolated": list(scenario.isolated), "scheduled": list(scenario.scheduled),
                   "start": time.time()}
         record["choices_before"] = self._choices()
-        record["expected_rtt_ms"] = self._expected_rtts(  # the services the probes measure
-            {k: v for k, v in record["choices_before"].items() if k in (APP_SERVICE, DB_SERVICE)})
+        probed = (APP_SERVICE, READ_SERVICE)  # the services the probes measure
+        record["expected_rtt_ms"] = self._expected_rtts(
+            {k: v for k, v in record["choices_before"].items() if k in probed})
         paths_before = ctl.get("paths")["paths"]
         raw = self.scratch / "requests.jsonl"
         drops_before = self._db_listen_drops()
@@ -381,7 +383,7 @@ class CompareRun:
         the report leaves the probes' latencies of that time out (not their failures)."""
         record.setdefault("db_phases", []).append([time.time(), None])
         places = [p for p in placements_of(self.topo) if p.host not in skip]
-        db = self.services[DB_SERVICE]
+        db = self.services[READ_SERVICE]
         workload = DbWorkload(self.lab, self.dbs, self.samples, PAGE_QUERIES, None, 1, 0,
                               self.progress, through={"host": db["vip"], "port": db["port"],
                                                       "dbname": self.dbs.dbname,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.files import copy_file, results_dir, write_json
+from controllers.services import READ_SERVICE, WRITE_SERVICE
 from measurements.dbresults import (Placement, model_check, summarize_samples,
                                     write_samples_csv)
 from measurements.dbworkload import DbWorkload
@@ -76,18 +77,20 @@ def _chosen(topo: Topology, samples: int, page_queries: int, replica: str | None
 def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None,
                  page_queries: int = 20, replica: str | None = None,
                  size: DataSize = DataSize(), warmup: int = 5, ping_count: int = 20,
-                 placements: list[str] | None = None, port: int = DIRECT_PORT,
+                 placements: list[str] | None = None,
                  progress: Progress = SILENT, lab_factory=None,
                  replication: str = "async") -> DbBenchResult:
     """Bring the lab up, run the database benchmark, write the result files, tear down.
 
     topology: a topology file (or a loaded Topology); replica: the host to read replica
     reads from (default: the standby); placements: host names to measure from (default:
-    every service and monolith host); port: the servers' port (by default one the
-    controller's "db" services do not rewrite, so each server is reached directly);
-    replication: async or sync (every commit waits for the standby: the write figures then
-    include the primary's round trip to it); out_dir: new or empty (earlier results are
-    never overwritten), by default results/db-<time>. Bad arguments are a ValueError before
+    every service and monolith host). Each server is measured directly (DIRECT_PORT: the
+    services' address rewrite leaves it alone), and the services' addresses as the
+    application uses them: reads through the read address, writes through the write
+    address (the operations address_read and address_write). replication: async or sync
+    (every commit waits for the standby: the write figures then include the primary's
+    round trip to it); out_dir: new or empty (earlier results are never overwritten), by
+    default results/db-<time>. Bad arguments are a ValueError before
     the lab comes up.
     """
     topo = topology if isinstance(topology, Topology) else load(topology)
@@ -104,7 +107,7 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
              "warmup": warmup, "ping_count": ping_count,
              "data": {"patients": size.patients, "appointments": size.appointments,
                       "claims": size.claims},
-             "port": port, "seed": DEFAULT_SEED, "replication": replication}
+             "port": DIRECT_PORT, "seed": DEFAULT_SEED, "replication": replication}
     t_start = time.monotonic()
     lab = lab_factory(topo, log=progress.note)
     with lab:
@@ -112,11 +115,12 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
         setup["links"] = lab.backend
         setup["controller"] = lab.forwarding.kind
         setup["bring_up_s"] = round(lab.timing.build_s + lab.timing.forwarding_s, 3)
-        dbs = start_databases(lab, size=size, port=port, log=progress.note,
+        dbs = start_databases(lab, size=size, log=progress.note,
                               replication=replication)
         try:
+            addresses = _service_addresses(lab, dbs)
             bench = DbWorkload(lab, dbs, samples, page_queries, replica, warmup, ping_count,
-                               progress)
+                               progress, addresses=addresses)
             setup.update(primary=dbs.primary.name, replica=bench.replica.name if bench.replica
                          else None)
             all_samples, info = bench.run(chosen)
@@ -131,3 +135,14 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
     write_json(out / "model_check.json", model)
     write_json(out / "setup.json", setup)
     return DbBenchResult(out, summary, model, setup)
+
+
+def _service_addresses(lab, dbs) -> dict:
+    """The read and write addresses the controller serves (none without a controller of the
+    lab's: static flows or no forwarding have no service addresses)."""
+    if lab.controller is None:
+        return {}
+    services = {s["name"]: s for s in lab.controller.get("topology")["services"]}
+    return {key: dbs.address(services[name]["vip"])
+            for key, name in (("read_address", READ_SERVICE), ("write_address", WRITE_SERVICE))
+            if name in services}

@@ -37,7 +37,13 @@ import psycopg
 
 # Cheap reads first, the CPU-heavy connections (SCRAM, a new backend each) last: placements
 # that run at once then read while the others read too, not while they authenticate.
-OPERATIONS = ("read", "page", "replica_read", "write", "connect")
+# address_read / address_write: a read through the read address and a write through the
+# write address (the services' addresses, as the application uses them); the others reach a
+# named server (the primary, or the replica) directly.
+OPERATIONS = ("read", "page", "replica_read", "address_read", "write", "address_write",
+              "connect")
+# The config's targets (psycopg keywords), each with its own connection when given.
+TARGETS = ("primary", "replica", "read_address", "write_address")
 LAG_FAST_POLL_S = 0.001
 LAG_IDLE_POLL_S = 0.02
 LAG_DRAIN_S = 0.3  # the write phase's flag stays this long after the last commit
@@ -92,20 +98,27 @@ class Workload:
         self.rng = random.Random(config.get("seed", 1))
         self.patients = config["patients"]
         self.page_queries = config["page_queries"]
-        self.primary = connect(config["primary"])
-        self.replica = connect(config["replica"]) if config.get("replica") else None
+        self.conns = {name: connect(config[name]) for name in TARGETS if config.get(name)}
+
+    @property
+    def primary(self) -> psycopg.Connection:
+        return self.conns["primary"]
+
+    def has(self, op: str) -> bool:
+        """Whether this placement was given what `op` needs (replica and addresses are optional)."""
+        need = {"replica_read": "replica", "address_read": "read_address",
+                "address_write": "write_address"}.get(op, "primary")
+        return need in self.conns
 
     def close(self) -> None:
-        for conn in (self.primary, self.replica):
-            if conn is not None:
-                conn.close()
+        for conn in self.conns.values():
+            conn.close()
 
     def reconnect_broken(self) -> None:
         """After a failed request, replace a connection the failure broke."""
-        if self.primary.broken or self.primary.closed:
-            self.primary = connect(self.config["primary"])
-        if self.replica is not None and (self.replica.broken or self.replica.closed):
-            self.replica = connect(self.config["replica"])
+        for name, conn in self.conns.items():
+            if conn.broken or conn.closed:
+                self.conns[name] = connect(self.config[name])
 
     def connect(self) -> bool:
         conn = connect(self.config["primary"])
@@ -123,7 +136,10 @@ class Workload:
         return self._read(self.primary)
 
     def replica_read(self) -> bool:
-        return self._read(self.replica)
+        return self._read(self.conns["replica"])
+
+    def address_read(self) -> bool:
+        return self._read(self.conns["read_address"])
 
     def page(self) -> bool:
         """One screen of a legacy ORM: the patient, the list, then one query per object.
@@ -164,6 +180,11 @@ class Workload:
         """A write transaction on the primary."""
         return write_transaction(self.primary, self.rng, self.patients) is not None
 
+    def address_write(self) -> bool:
+        """A write transaction through the write address."""
+        return write_transaction(self.conns["write_address"], self.rng, self.patients) \
+            is not None
+
 
 def run_workload(config: dict, out) -> None:
     work = Workload(config)
@@ -175,12 +196,13 @@ def run_workload(config: dict, out) -> None:
             time.sleep(GO_POLL_S)
     try:
         for op in config["operations"]:
-            if op == "replica_read" and work.replica is None:
+            if not work.has(op):
                 continue
             step = getattr(work, op)
             for _ in range(config.get("warmup", 0)):
                 step()
-            if op == "write" and flag is not None:
+            writes = op in ("write", "address_write")
+            if writes and flag is not None:
                 flag.touch()
             phase_start = time.time()
             for _ in range(config["samples"]):
@@ -198,7 +220,7 @@ def run_workload(config: dict, out) -> None:
                 if error:
                     record["error"] = error
                 write_line(out, record)
-            if op == "write":
+            if writes:
                 write_line(out, {"type": "phase", "operation": op, "start": phase_start,
                                  "end": time.time()})
                 if flag is not None:

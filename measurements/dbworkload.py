@@ -33,7 +33,9 @@ READ_TARGET_S = 5.0  # the same for the far placements' single-query phase
 MAX_STREAMS = 8
 PING_IDLE_MS = 0.3  # a ping waits this long after the previous answer, as a client would
 # Network round trips per sample of each operation (a page: one per query of its N).
-ROUND_TRIPS = {"read": 1, "replica_read": 1, "write": 4, "connect": 4}
+ADDRESS_OPERATIONS = ("address_read", "address_write")
+ROUND_TRIPS = {"read": 1, "replica_read": 1, "address_read": 1, "write": 4, "address_write": 4,
+               "connect": 4}
 LAG_FLAG_PREFIX = "lag-active-"
 
 
@@ -50,9 +52,9 @@ class Phase:
     target_s: float | None
 
 
-def plan_phases(hosts: list[str], ops: list[str], rtt_ms: dict[str, float]) -> list[Phase]:
-    """The order of the benchmark's work, so that every figure is measured undisturbed
-    where it must be precise and the run still fits in a few minutes.
+def plan_phases(work: dict[str, list[str]], rtt_ms: dict[str, float]) -> list[Phase]:
+    """The order of the benchmark's work (host -> its operations), so that every figure is
+    measured undisturbed where it must be precise and the run still fits in a few minutes.
 
     A near placement (RTT to the primary up to NEAR_RTT_MS) is CPU-sensitive: its work on the
     primary runs alone, one placement at a time. So does the single query of a placement up
@@ -65,7 +67,7 @@ def plan_phases(hosts: list[str], ops: list[str], rtt_ms: dict[str, float]) -> l
     alone: list[Phase] = []
     far_reads: dict[str, list[str]] = {}
     rest: dict[str, list[str]] = {}
-    for host in hosts:
+    for host, ops in work.items():
         rtt = rtt_ms[host]
         if rtt <= NEAR_RTT_MS:
             own = [op for op in ops if op != "replica_read"]
@@ -94,12 +96,16 @@ class DbWorkload:
 
     through: an address ({host, port, dbname, user}) every request goes to instead of the
     servers themselves (lab compare: the db service's virtual address); no replica reads then.
+    addresses: {"read_address": {...}, "write_address": {...}}: the services' addresses, for
+    the operations address_read and address_write (lab bench db).
     """
 
     def __init__(self, lab, dbs: Databases, samples: int, page_queries: int,
                  replica: str | None, warmup: int, ping_count: int,
-                 progress: Progress = SILENT, through: dict | None = None):
+                 progress: Progress = SILENT, through: dict | None = None,
+                 addresses: dict | None = None):
         self.lab, self.dbs, self.through = lab, dbs, through
+        self.addresses = addresses or {}
         self.samples, self.page_queries = samples, page_queries
         self.warmup, self.ping_count, self.progress = warmup, ping_count, progress
         servers = {db.name: db for db in dbs.servers()}
@@ -113,7 +119,10 @@ class DbWorkload:
         self.env = child_env(dbs.client_env(lab.state.run_id))
 
     def operations(self) -> list[str]:
-        return [op for op in OPERATIONS if op != "replica_read" or self.replica is not None]
+        optional = {"replica_read": self.replica is not None,
+                    "address_read": "read_address" in self.addresses,
+                    "address_write": "write_address" in self.addresses}
+        return [op for op in OPERATIONS if optional.get(op, True)]
 
     def run(self, placements: list[Placement]) -> tuple[list[Sample], dict[str, Placement]]:
         """Ping every placement, then run the phases of `plan_phases`, each phase at once."""
@@ -129,7 +138,9 @@ class DbWorkload:
         rtt = {host: p50(found) for host, found in rtts.items()}
         replica_rtt = self._estimate_rtts([p.host for p in everyone], self.replica.name) \
             if self.replica is not None else {}
-        phases = plan_phases([p.host for p in everyone], self.operations(), rtt)
+        ops = self.operations()  # the database host is no consumer of the addresses
+        phases = plan_phases({p.host: [op for op in ops if p.kind != "db-host"
+                                       or op not in ADDRESS_OPERATIONS] for p in everyone}, rtt)
         results: dict[str, list[Sample]] = {p.host: [] for p in everyone}
         lag = self._start_lag_sampler()
         task = self.progress.task("database benchmark", total=sum(
@@ -233,8 +244,11 @@ class DbWorkload:
             k = streams[place.host]
             for i in range(k):
                 share = self.samples // k + (1 if i < self.samples % k else 0)
+                # Only the operations through them need the addresses (the database host
+                # is no consumer of them, and cannot reach them).
+                uses = set(ops[place.host]) & set(ADDRESS_OPERATIONS)
                 config = self._config(f"{place.host}-{i}", operations=ops[place.host],
-                                      samples=share, go_file=str(go) if together else None,
+                                      **(self.addresses if uses else {}), samples=share, go_file=str(go) if together else None,
                                       seed=zlib.crc32(place.host.encode()) + i, mode="workload")
                 running.append((place, config, self._spawn(place.host, config),
                                 LineReader(self.scratch / f"{place.host}-{i}.jsonl")))

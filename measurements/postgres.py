@@ -36,12 +36,16 @@ from lab.runstate import PROCESS_MARKER, descendants, pid_alive, run_dir
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_DIR_NAME = "pg"  # under the lab's run directory
-# The port of the controller's "db" service (VIP 10.0.0.10:5432, controllers/services.py).
-# Its address rewrite is stateless: replies from an endpoint's port 5432 to a consumer leave
-# as the VIP, so a consumer cannot reach that endpoint's own address on 5432. Measurements
-# of a named server's access path use another port (DIRECT_PORT).
+# The port of the controller's database services (the read address "db" 10.0.0.10:5432, the
+# write address "db-write" 10.0.0.11:5432; controllers/services.py). Their address rewrite is
+# stateless: replies from an endpoint's port 5432 to a consumer leave as the service's
+# address, so a consumer cannot reach a server by its own address on 5432. A named server is
+# reached on DIRECT_PORT instead, which netfilter in the server's host forwards to PORT: the
+# reply then leaves from DIRECT_PORT and the rewrite leaves it alone. So one server serves
+# both the addresses and the direct measurements (lab bench db measures both).
 PORT = 5432
 DIRECT_PORT = 5433
+NFT_TABLE = "hclab"  # in the database hosts' own network namespaces, gone with them
 USER = "hclab"
 DBNAME = "clinic"
 SCHEMA = Path(__file__).with_name("schema.sql")
@@ -231,8 +235,13 @@ class Databases:
         return self.primary.port
 
     def conninfo(self, db: Database) -> dict:
-        """psycopg.connect() keywords for the lab user (the password goes in PGPASSWORD)."""
-        return {"host": db.ip, "port": db.port, "dbname": self.dbname, "user": self.user}
+        """psycopg.connect() keywords for the lab user to reach this server itself, whatever
+        the services' addresses lead to (DIRECT_PORT; the password goes in PGPASSWORD)."""
+        return {"host": db.ip, "port": DIRECT_PORT, "dbname": self.dbname, "user": self.user}
+
+    def address(self, ip: str) -> dict:
+        """psycopg.connect() keywords for a service's address (read or write address)."""
+        return {"host": ip, "port": self.port, "dbname": self.dbname, "user": self.user}
 
     def client_env(self, run_id: str) -> dict:
         """Environment for a client process the lab starts: the marker and the password."""
@@ -296,8 +305,8 @@ def _chown_postgres(path: Path) -> None:
     shutil.chown(path, "postgres", "postgres")
 
 
-def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
-                    port: int = PORT, log=print, replication: str = "async") -> Databases:
+def start_databases(lab, size: DataSize = DataSize(), standby: bool = True, log=print,
+                    replication: str = "async") -> Databases:
     """Start the primary (with its data) and the standby inside the lab; stop() undoes it.
 
     The hosts are the topology's first db-primary and db-standby hosts. The data
@@ -326,7 +335,7 @@ def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
     env = {"PATH": PATH, "LANG": "C.UTF-8", PROCESS_MARKER: run_id}
     password = secrets.token_urlsafe(18)
 
-    make = lambda host, role: _server(lab, host, role, base, env, port)  # noqa: E731
+    make = lambda host, role: _server(lab, host, role, base, env, PORT)  # noqa: E731
     primary = make(primaries[0], "primary")
     dbs = Databases(primary=primary, standby=make(standbys[0], "standby") if standbys else None,
                     password=password, base_dir=base, size=size, replication=replication)
@@ -335,7 +344,7 @@ def start_databases(lab, size: DataSize = DataSize(), standby: bool = True,
         _init_primary(primary)
         primary.start()
         _load(primary, password, size)
-        log(f"primary {primary.name} ({primary.ip}:{port}) up with {size.patients} patients, "
+        log(f"primary {primary.name} ({primary.ip}:{PORT}) up with {size.patients} patients, "
             f"{size.appointments} appointments, {size.claims} claims "
             f"in {time.monotonic() - t0:.1f} s")
         if dbs.standby is not None:
@@ -357,6 +366,14 @@ def _server(lab, host, role: str, base: Path, env: dict, port: int) -> Database:
     write_ip = service_address(host)
     run_in(node, ["ip", "addr", "replace", f"{write_ip}/32", "dev", str(node.defaultIntf())],
            env, what=f"{host.name}: the write address {write_ip}")
+    # From other hosts (prerouting) and from this host itself (output: the standby's own
+    # lag sampler and failover manager).
+    dnat = f"ip daddr {host.ip} tcp dport {DIRECT_PORT} dnat to {host.ip}:{port}"
+    run_in(node, ["nft", "-f", "-"], env, stdin=(
+        f"table ip {NFT_TABLE} {{\n"
+        f"  chain prerouting {{ type nat hook prerouting priority dstnat; {dnat}; }}\n"
+        f"  chain output {{ type nat hook output priority -100; {dnat}; }}\n}}\n"),
+        what=f"{host.name}: nft, port {DIRECT_PORT} to {port}")
     return Database(host=node, name=host.name, ip=host.ip, role=role, data_dir=base / host.name,
                     env=env, port=port, write_ip=write_ip)
 

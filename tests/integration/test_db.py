@@ -48,7 +48,7 @@ def wait_gone(pids, timeout=10.0) -> list[int]:
 def db_lab(no_lab_running):
     before = set(postgres_processes())
     with make_lab(load(DEFAULT_TOPOLOGY)) as lab:
-        dbs = start_databases(lab, size=SMALL, port=DIRECT_PORT, log=lambda *a: None)
+        dbs = start_databases(lab, size=SMALL, log=lambda *a: None)
         try:
             yield lab, dbs
         finally:
@@ -75,7 +75,7 @@ def test_servers_run_inside_their_hosts_as_postgres_with_the_marker(db_lab):
 def test_database_is_reachable_only_through_the_lab(db_lab):
     _, dbs = db_lab
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(host=dbs.primary.ip, port=dbs.port, dbname=dbs.dbname,
+        psycopg.connect(host=dbs.primary.ip, port=DIRECT_PORT, dbname=dbs.dbname,
                         user=dbs.user, password=dbs.password, connect_timeout=2)
 
 
@@ -106,7 +106,7 @@ def test_a_service_host_reads_the_right_rows_over_the_lab(db_lab):
     env = dbs.client_env(lab.state.run_id)
     out = host.popen(
         ["/usr/lib/postgresql/15/bin/psql", "-X", "-At", "-P", "pager=off", "-h",
-         dbs.primary.ip, "-p", str(dbs.port), "-U", dbs.user, "-d", dbs.dbname, "-c",
+         dbs.primary.ip, "-p", str(DIRECT_PORT), "-U", dbs.user, "-d", dbs.dbname, "-c",
          "SELECT name, mrn FROM patients WHERE patient_id = 42"],
         env=env, stdin=-3, text=True).communicate(timeout=30)[0]
     assert out.strip() == "patient 42|MRN00000042"
@@ -130,7 +130,7 @@ def median_read_ms(lab, dbs, host_name: str) -> float:
     import sys
 
     out = lab.host(host_name).popen(
-        [sys.executable, "-c", READS, dbs.primary.ip, str(dbs.port), dbs.user, dbs.dbname],
+        [sys.executable, "-c", READS, dbs.primary.ip, str(DIRECT_PORT), dbs.user, dbs.dbname],
         env=dbs.client_env(lab.state.run_id), stdin=-3, text=True).communicate(timeout=60)[0]
     return float(out.strip())
 

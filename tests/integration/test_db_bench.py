@@ -29,6 +29,15 @@ def test_db_bench_end_to_end_then_nothing_left(tmp_path):
     assert all(r["n"] == 3 for r in result.summary
                if r["operation"] not in ("rtt_ping", "replication_lag"))
     assert ("pg2", "replication_lag") in ops
+    # The services' addresses, as the application uses them, from the consumers only; the
+    # write address leads to the primary, so a far placement's write through it costs what
+    # a write to the primary itself does.
+    for placement in ("mono1", "svrga"):
+        assert {(placement, "address_read"), (placement, "address_write")} <= ops
+    assert not {("pg1", "address_read"), ("pg1", "address_write")} & ops
+    p50 = {(r["placement"], r["operation"]): r["p50_ms"] for r in result.summary}
+    direct, through = p50[("svrga", "write")], p50[("svrga", "address_write")]
+    assert abs(through - direct) < 0.25 * direct + 1.0, (direct, through)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary == result.summary
     assert (tmp_path / "samples.csv").read_text().startswith(

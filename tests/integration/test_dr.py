@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.root, pytest.mark.ovs, pytest.mark.mininet, pytest.mar
 def dr_lab(no_lab_running, tmp_path_factory):
     topo = load(DEFAULT_TOPOLOGY)
     with make_lab(topo, calibrate=False) as lab:
-        dbs = start_databases(lab, size=SMALL, port=PORT, log=lambda *a: None)
+        dbs = start_databases(lab, size=SMALL, log=lambda *a: None)
         scratch = tmp_path_factory.mktemp("dr")
         scratch.chmod(0o755)
         try:
