@@ -72,18 +72,21 @@ def _probes(st: dict) -> str:
             f"address every {st['client_interval_s'] * 1000:g} ms and sends one request "
             f"(latency = connect + request + answer; failed = no answer within "
             f"{st['request_timeout_s']:g} s). Services: each service and monolith host "
-            f"connects to the db service's virtual address every "
+            f"connects to the database's read address (the db service) every "
             f"{st['service_interval_s'] * 1000:g} ms. Outage = longest run of failed "
             f"requests after the failure, per source, largest over sources (resolution: "
             f"the probe interval). Writes (in the cells with a failure): each service and "
             f"monolith host writes a "
-            f"transaction through the db service's virtual address every "
-            f"{st.get('writer_interval_s', 0) * 1000:g} ms; a failover manager next to the "
-            f"standby promotes it after {failover.get('misses', '-')} failed "
-            f"checks of the primary in a row, "
+            f"transaction through the write address (db-write: always the primary) every "
+            f"{st.get('writer_interval_s', 0) * 1000:g} ms, each kept in a ledger; a "
+            f"failover manager next to the standby promotes it after "
+            f"{failover.get('misses', '-')} failed checks of the primary in a row, "
             f"{failover.get('interval_s', 0) * 1000:g} ms apart, "
-            f"{failover.get('timeout_s', 0) * 1000:g} ms to answer (after a "
-            f"promotion the standby is re-seeded from the primary).")
+            f"{failover.get('timeout_s', 0) * 1000:g} ms to answer; then both addresses "
+            f"lead to the new primary and the old one is fenced (stopped). Replication: "
+            f"{st.get('replication', 'async')}; after the repair the old primary is rebuilt "
+            f"from the new one (pg_rewind) keeping every acknowledged write, and the roles "
+            f"are {'kept' if st.get('failback') == 'keep' else 'restored'}.")
 
 
 def _links(setup: dict) -> list[str]:
