@@ -120,8 +120,10 @@ def test_a_negative_hold_is_made_up_by_the_next_link(chain: Chain) -> None:
     chain.set({"hold_ms": 0.0}, {"hold_ms": 5.0, "span_ms": 5.0})
     plain = chain.ping()
     # The difference is the test; the absolute bounds allow the pings' own overhead (up to
-    # 0.5 ms on a busy CI machine: 0.33 seen) but no more than CHAIN_LIMIT made up.
-    assert 0.25 <= plain - made_up <= 0.55, (plain, made_up)
+    # 0.5 ms on a busy CI machine: 0.33 seen) but no more than CHAIN_LIMIT made up. ping
+    # prints times of 10 ms and more to 0.1 ms (9.84 but 10.4: CI, 2026-12-04), so the
+    # difference carries up to 0.1 ms of rounding on top of the 0.4 ms made up.
+    assert 0.25 <= plain - made_up <= 0.65, (plain, made_up)
     assert 10.0 - CHAIN_LIMIT * 1000 <= made_up <= 9.6 + 0.5, (plain, made_up)
 
 
