@@ -24,6 +24,8 @@ from lab.links import LinkParamError
 from lab.network import LabError
 from lab.signals import Interrupted, stop_signals_raise
 from measurements.compare import DEFAULT_SAMPLES as DEFAULT_COMPARE_SAMPLES
+from measurements.dr import FAILBACK_MODES
+from measurements.postgres import REPLICATION_MODES
 from measurements.scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from topologies import DEFAULT_TOPOLOGY
 from topologies.model import TopologyError, one_line
@@ -136,7 +138,7 @@ def _measure_commands(sub) -> None:
     db.add_argument("--out", help="results directory (default: results/db-<time>)")
     db.add_argument("--page-queries", type=int, default=20, help="queries per ORM page (N)")
     db.add_argument("--replica", help="host replica reads go to (default: the db-standby host)")
-    db.add_argument("--replication", choices=("async", "sync"), default="async",
+    db.add_argument("--replication", choices=REPLICATION_MODES, default="async",
                     help="streaming replication to the standby (sync: every commit waits for "
                          "it) (default: async)")
     db.set_defaults(func=cmd_bench_db)
@@ -152,11 +154,11 @@ def _measure_commands(sub) -> None:
                       help="database requests per operation, placement and phase "
                            "(default: %(default)s)")
     cmp_.add_argument("--out", help="results directory (default: results/compare-<time>)")
-    cmp_.add_argument("--replication", choices=("async", "sync"), default="async",
+    cmp_.add_argument("--replication", choices=REPLICATION_MODES, default="async",
                       help="streaming replication to the standby (sync: every commit waits for "
                            "it; no acknowledged write is lost when the primary's DC fails) "
                            "(default: async)")
-    cmp_.add_argument("--failback", choices=("restore", "keep"), default="restore",
+    cmp_.add_argument("--failback", choices=FAILBACK_MODES, default="restore",
                       help="after a promotion and the repair the old primary is rebuilt as a "
                            "standby; restore: it becomes the primary again (default), keep: "
                            "the promoted one stays primary")
