@@ -5,8 +5,8 @@ Each server runs inside its Mininet host (so it is reachable only over the lab's
 as the postgres user, with its data directory under the lab's run directory
 (<run dir>/pg/<host>) and its unix socket beside it (<run dir>/pg/<host>.socket: pg_rewind
 and pg_basebackup copy a data directory whole, and a socket is no file to copy). The primary
-gets the schema and a deterministic data set (measurements/schema.sql); the standby is a pg_basebackup of it taken
-over the lab network. Each server listens on its host's address (the read address "db" leads
+gets the schema and a deterministic data set (measurements/schema.sql); the standby is a
+pg_basebackup of it taken over the lab network. Each server listens on its host's address (the read address "db" leads
 there) and on a second address of the host (the write address "db-write" leads there:
 controllers/services.py). Replication is asynchronous, or synchronous (`replication="sync"`:
 the primary names the standby in synchronous_standby_names; synchronous_commit stays on).
