@@ -2,9 +2,9 @@
 
 `CompareRun` starts what a comparison needs beside the lab (PostgreSQL primary and standby,
 the application server, the failover manager next to the standby), then runs each scenario x
-strategy cell: the clients' and services' probes all along, the database workload before
-and after the failure, writers through the db address where a failure is injected, the
-failure at a recorded moment and its repair. What the cells measure is appended to the raw
+strategy cell: the clients' and services' probes all along, the database workload (in the
+cell without failure, and reads after a failure), writers through the write address where a
+failure is injected, the failure at a recorded moment and its repair. What the cells measure is appended to the raw
 files as it comes (measurements/compare.py names them).
 """
 
@@ -25,7 +25,7 @@ from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
 from measurements import congestion
 from measurements.dbbench import placements_of
-from measurements.dbworkload import DbBenchError, DbWorkload
+from measurements.dbworkload import DbBenchError, DbWorkload, WorkerPool
 from measurements.dr import Recovery
 from measurements.failback import ledger_ids
 from measurements.jsonlines import read_json_lines
@@ -34,6 +34,11 @@ from measurements.progress import Progress
 from measurements.scenarios import Scenario
 
 DB_OPERATIONS = ("connect", "read", "page")
+# After a failure the workload reads only: connections are what the services' probes measure
+# all along (every SERVICE_INTERVAL_S, through the failure), and a page is PAGE_QUERIES
+# reads on the same path. It is most of a failure cell's time otherwise (12 s of 20 in
+# dc-failure: each far placement's samples follow one another at 60-70 ms round trips).
+AFTER_OPERATIONS = ("read",)
 PAGE_QUERIES = 5
 CLIENT_INTERVAL_S = 0.025
 # Every connection to PostgreSQL costs its postmaster a fork: at 0.1 s the dozen services'
@@ -55,6 +60,11 @@ REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 5.0
 SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
+# Before a failure every writer has had this many writes acknowledged, so that the write
+# outage and the ledgers start from writers that were writing (their start takes a second
+# or two: a Python process, then a connection over a WAN path).
+WRITES_BEFORE_FAILURE = 2
+WRITERS_START_TIMEOUT_S = 15.0
 APP_SERVICE = "app"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
              "start_time", "latency_ms", "ok")
@@ -77,7 +87,9 @@ class CompareRun:
         self.replication, self.failback = replication, failback
         self.server: subprocess.Popen | None = None
         self.recovery: Recovery | None = None
+        self.pool: WorkerPool | None = None  # the placements' database workers
         self.dbs = None
+        self.before_once = False  # the "before" database phase only in the normal cells
         self.db_start_s = 0.0
         self.scratch: Path | None = None
         self.env = child_env()
@@ -97,7 +109,6 @@ class CompareRun:
                                    replication=self.replication)
         self.db_hosts = [db.name for db in self.dbs.servers()]  # whatever their roles become
         self.db_start_s = time.monotonic() - t0
-        self.db_hosts = [db.name for db in self.dbs.servers()]  # whatever their roles become
         app = services[APP_SERVICE]
         config = {"servers": [{"name": h, "pid": self.lab.host(h).pid, "port": app["port"]}
                               for h in _endpoint_hosts(app)]}
@@ -108,6 +119,8 @@ class CompareRun:
         if self.server.stdout.readline().strip() != "ready":
             raise CompareError("the application server did not start")
         self.db_env = child_env(self.dbs.client_env(self.lab.state.run_id))
+        self.pool = WorkerPool(self.lab, self.db_env, self.scratch)
+        self.pool.start([p.host for p in placements_of(self.topo)])
         self.recovery = Recovery(self.dbs, self.lab.controller, self._spawn_in, self.scratch,
                                  FAILOVER, self.failback)
         self.recovery.start()
@@ -115,6 +128,8 @@ class CompareRun:
     def stop(self) -> None:
         if self.recovery is not None:
             self.recovery.stop()
+        if self.pool is not None:
+            self.pool.stop()
         stop_process(self.server)
         if self.dbs is not None:
             self.dbs.stop()
@@ -197,7 +212,12 @@ class CompareRun:
     # -- cells ---------------------------------------------------------------------------
 
     def cells(self, scenarios: list[Scenario], strategies: list[str]) -> list[dict]:
-        """Every scenario x strategy cell, in that order; one record each."""
+        """Every scenario x strategy cell, in that order; one record each.
+
+        The database workload before a failure is the one of the healthy network, which a
+        scenario without failure measures: when the run has one, the failure cells skip it
+        (their report takes it from there) and run only what the failure changes."""
+        self.before_once = before_once(scenarios)
         progress = self.progress
         task = progress.task("cells: warm-up", total=len(scenarios) * len(strategies))
         records = []
@@ -322,11 +342,16 @@ class CompareRun:
     def _failure(self, scenario: Scenario, strategy: str, record: dict, cut_off: list[str],
                  writers: dict, step) -> list[list]:
         """The database workload, then the failure (if any) with the workload after it."""
+        t0 = time.monotonic()
+        db_rows: list[list] = []
         if scenario.links:
             writers.update(self._start_writers(scenario.name, strategy))
-        step("database workload")
-        t0 = time.monotonic()
-        db_rows = self._db_phase(scenario, strategy, "before", [], record)
+        if not scenario.links or not self.before_once:
+            step("database workload")
+            db_rows = self._db_phase(scenario, strategy, "before", [], record, DB_OPERATIONS)
+        if writers:
+            step("writers starting")
+            self._wait_writing(writers)
         time.sleep(max(0.0, MIN_BEFORE_S - (time.monotonic() - t0)))
         if not scenario.links:
             time.sleep(self.failure_window_s / 2)
@@ -338,12 +363,30 @@ class CompareRun:
             time.sleep(self.failure_window_s)
             record["choices_after"] = self._choices()
             step("database workload after the failure")
-            db_rows += self._db_phase(scenario, strategy, "after", cut_off, record)
+            db_rows += self._db_phase(scenario, strategy, "after", cut_off, record,
+                                      AFTER_OPERATIONS)
         finally:
             step("repair")
             self.lab.emulation.set_loss(set(scenario.links), 0.0)
             record["repair"] = time.time()
         return db_rows
+
+    def _wait_writing(self, writers: dict[str, subprocess.Popen]) -> None:
+        """Until every writer has WRITES_BEFORE_FAILURE writes acknowledged; one that exits
+        or does not get there in time is left to the cell's record (no_data), not waited on."""
+        deadline = time.monotonic() + WRITERS_START_TIMEOUT_S
+        waiting = dict(writers)
+        while waiting and time.monotonic() < deadline:
+            for host, proc in list(waiting.items()):
+                path = self.scratch / f"writer-{host}.jsonl"
+                acked = sum(1 for r in read_json_lines(path, "sample") if r["ok"]) \
+                    if path.exists() else 0
+                if acked >= WRITES_BEFORE_FAILURE or proc.poll() is not None:
+                    del waiting[host]
+            time.sleep(0.1)
+        if waiting:
+            self.progress.note(f"writers not writing after {WRITERS_START_TIMEOUT_S:.0f} s: "
+                               f"{', '.join(sorted(waiting))}")
 
     def _db_listen_drops(self) -> dict[str, int]:
         return {name: listen_drops(self.lab.host(name).pid) for name in self.db_hosts}
@@ -376,7 +419,7 @@ class CompareRun:
             writer.writerows(rows)
 
     def _db_phase(self, scenario: Scenario, strategy: str, phase: str, skip: list[str],
-                  record: dict) -> list[list]:
+                  record: dict, operations: tuple[str, ...]) -> list[list]:
         """The dbbench workload from every placement not cut off, all at once, via the VIP.
 
         Its start and end go in the cell's record ("db_phases"): it loads both cores, so
@@ -387,11 +430,11 @@ class CompareRun:
         workload = DbWorkload(self.lab, self.dbs, self.samples, PAGE_QUERIES, None, 1, 0,
                               self.progress, through={"host": db["vip"], "port": db["port"],
                                                       "dbname": self.dbs.dbname,
-                                                      "user": self.dbs.user})
+                                                      "user": self.dbs.user}, pool=self.pool)
         task = self.progress.task(f"database {phase}",
-                                  total=len(places) * len(DB_OPERATIONS) * self.samples)
+                                  total=len(places) * len(operations) * self.samples)
         try:
-            found = workload.workloads(places, {p.host: list(DB_OPERATIONS) for p in places},
+            found = workload.workloads(places, {p.host: list(operations) for p in places},
                                        {p.host: 1 for p in places}, task)
         except DbBenchError as exc:
             self.progress.note(f"{scenario.name} / {strategy} ({phase}): {exc}")
@@ -404,6 +447,12 @@ class CompareRun:
                  where[s.placement].kind, s.operation, f"{s.start_time:.6f}",
                  f"{s.latency_ms:.4f}", int(s.ok)]
                 for samples in found.values() for s in samples]
+
+
+def before_once(scenarios: list[Scenario]) -> bool:
+    """Whether the run measures the healthy network's database workload once per strategy,
+    in a scenario without failure or schedule (the failure cells then skip it)."""
+    return any(not s.links and not s.scheduled for s in scenarios)
 
 
 def listen_drops(pid: int) -> int:

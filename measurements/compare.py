@@ -50,9 +50,10 @@ from pathlib import Path
 
 from controllers.strategies import COMPARED, STRATEGIES
 from lab.files import atomic_write, copy_file, results_dir, write_json
-from measurements.cells import (CLIENT_INTERVAL_S, DB_OPERATIONS, FAILOVER, FAILURE_WINDOW_S,
-                                PAGE_QUERIES, REQUEST_TIMEOUT_S, SERVICE_INTERVAL_S,
-                                WRITER_INTERVAL_S, CompareRun)
+from measurements.arguments import ArgumentError
+from measurements.cells import (AFTER_OPERATIONS, CLIENT_INTERVAL_S, DB_OPERATIONS, FAILOVER,
+                                FAILURE_WINDOW_S, PAGE_QUERIES, REQUEST_TIMEOUT_S,
+                                SERVICE_INTERVAL_S, WRITER_INTERVAL_S, CompareRun, before_once)
 from measurements.dr import FAILBACK_MODES
 from measurements.postgres import PG_BIN, REPLICATION_MODES
 from measurements.progress import SILENT, Progress
@@ -105,6 +106,8 @@ def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float
                            "isolated": list(s.isolated), "scheduled": list(s.scheduled),
                            "schedule_s": s.schedule_s} for s in chosen],
             "settings": {"samples": samples, "db_operations": list(DB_OPERATIONS),
+                         "after_operations": list(AFTER_OPERATIONS),
+                         "before_once": before_once(chosen),
                          "page_queries": PAGE_QUERIES, "client_interval_s": CLIENT_INTERVAL_S,
                          "service_interval_s": SERVICE_INTERVAL_S,
                          "writer_interval_s": WRITER_INTERVAL_S, "failover": FAILOVER,
@@ -128,15 +131,15 @@ def run_compare(topology, strategies=COMPARED, scenarios=DEFAULT_SCENARIOS,
     next stage's (measurements.report.writer.write_report).
     """
     if samples < 1:
-        raise ValueError("samples must be at least 1")
+        raise ArgumentError("samples must be at least 1")
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
-        raise ValueError(f"unknown strategy {unknown[0] if unknown else '(none)'!r} "
+        raise ArgumentError(f"unknown strategy {unknown[0] if unknown else '(none)'!r} "
                          f"(choose from {', '.join(STRATEGIES)})")
     topo = topology if isinstance(topology, Topology) else load(topology)
     chosen = scenarios_of(topo, scenarios)
     if replication not in REPLICATION_MODES or failback not in FAILBACK_MODES:
-        raise ValueError(f"replication must be {' or '.join(REPLICATION_MODES)}, failback "
+        raise ArgumentError(f"replication must be {' or '.join(REPLICATION_MODES)}, failback "
                          f"{' or '.join(FAILBACK_MODES)} (got {replication!r}, {failback!r})")
     out = results_dir(out_dir, "compare")
     if topo.source and Path(topo.source).is_file():

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lab.files import copy_file, results_dir, write_json
 from controllers.services import READ_SERVICE, WRITE_SERVICE
+from measurements.arguments import ArgumentError
 from measurements.dbresults import (Placement, model_check, summarize_samples,
                                     write_samples_csv)
 from measurements.dbworkload import DbWorkload
@@ -59,17 +60,17 @@ def _chosen(topo: Topology, samples: int, page_queries: int, replica: str | None
             placements: list[str] | None) -> list[Placement]:
     """The placements to measure from; a ValueError for a bad argument, before the lab."""
     if samples < 1 or page_queries < 1:
-        raise ValueError("samples and page_queries must be at least 1")
+        raise ArgumentError("samples and page_queries must be at least 1")
     chosen = placements_of(topo)
     if placements is not None:
         unknown = set(placements) - {p.host for p in chosen}
         if unknown:
-            raise ValueError(f"not a service or monolith host: {', '.join(sorted(unknown))}")
+            raise ArgumentError(f"not a service or monolith host: {', '.join(sorted(unknown))}")
         chosen = [p for p in chosen if p.host in placements]
     databases = [h.name for role in ("db-primary", "db-standby")
                  for h in topo.hosts_with_role(role)]
     if replica is not None and replica not in databases:
-        raise ValueError(f"--replica: {replica!r} is not a database host "
+        raise ArgumentError(f"--replica: {replica!r} is not a database host "
                          f"({', '.join(databases) or 'none'})")
     return chosen
 
@@ -96,7 +97,7 @@ def run_db_bench(topology, samples: int = 200, out_dir: str | Path | None = None
     topo = topology if isinstance(topology, Topology) else load(topology)
     chosen = _chosen(topo, samples, page_queries, replica, placements)
     if replication not in REPLICATION_MODES:
-        raise ValueError(f"--replication: must be {' or '.join(REPLICATION_MODES)}, "
+        raise ArgumentError(f"--replication: must be {' or '.join(REPLICATION_MODES)}, "
                          f"got {replication!r}")
     out = results_dir(out_dir, "db")
     if topo.source and Path(topo.source).is_file():

@@ -1,6 +1,7 @@
 """The database workload, run inside a lab host: times each request and writes raw samples.
 
     python -m measurements.dbbench_worker CONFIG.json
+    python -m measurements.dbbench_worker --serve   (one CONFIG.json path a line on stdin)
 
 Started by measurements/dbbench.py with `host.popen`, so its connections leave from the
 host's own address over the lab's network. The password comes in PGPASSWORD. Output: one
@@ -13,6 +14,11 @@ for progress):
     {"type": "ready"}  (lag mode: connected, watching; workload mode with a `go_file`:
                         connected, waiting for that file before the first request)
     {"type": "done"}
+
+`--serve` (lab compare's worker pool, measurements/dbworkload.py `WorkerPool`) runs one job
+after another in the same process until stdin closes, so that a comparison's many database
+phases do not each pay a dozen Python starts; after each job it writes the job's status
+(0 done, 1 failed) to CONFIG.status, and a failed job's error to CONFIG.err.
 
 Modes: `workload` runs the operations in turn (warm-up first, not recorded); `writer` writes
 every `interval_s` until SIGTERM (lab compare's continuous write probe); `lag` runs on
@@ -317,12 +323,8 @@ def _stop(_signum, _frame):
     raise Stop()
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m measurements.dbbench_worker CONFIG.json", file=sys.stderr)
-        return 2
-    config = json.loads(Path(argv[0]).read_text())
-    signal.signal(signal.SIGTERM, _stop)
+def run(config: dict) -> int:
+    """One job: its mode's work, then "done"; 1 if stopped by SIGTERM."""
     with open(config["out"], "a") as out:
         try:
             mode = config.get("mode", "workload")
@@ -336,6 +338,34 @@ def main(argv: list[str]) -> int:
             return 1
         write_line(out, {"type": "done", "pid": os.getpid()})
     return 0
+
+
+def serve(jobs) -> int:
+    """Run the jobs named on `jobs` (a config path a line) one after another until it ends."""
+    for line in jobs:
+        path = Path(line.strip())
+        try:
+            code = run(json.loads(path.read_text()))
+        except Stop:
+            return 1
+        except Exception as exc:  # the job failed; the worker goes on with the next one
+            path.with_suffix(".err").write_text(f"{type(exc).__name__}: {exc}\n")
+            code = 1
+        partial = path.with_suffix(".status-partial")  # renamed: never read half-written
+        partial.write_text(f"{code}\n")
+        partial.rename(path.with_suffix(".status"))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _stop)
+    if argv == ["--serve"]:
+        return serve(sys.stdin)
+    if len(argv) != 1:
+        print("usage: python -m measurements.dbbench_worker CONFIG.json | --serve",
+              file=sys.stderr)
+        return 2
+    return run(json.loads(Path(argv[0]).read_text()))
 
 
 if __name__ == "__main__":

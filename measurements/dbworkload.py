@@ -91,6 +91,89 @@ def plan_phases(work: dict[str, list[str]], rtt_ms: dict[str, float]) -> list[Ph
     return phases
 
 
+class PooledJob:
+    """A job given to a pool worker, polled like the process a job otherwise has."""
+
+    def __init__(self, proc: subprocess.Popen, config: Path, pool_err: Path):
+        self.proc, self.config, self.pool_err = proc, config, pool_err
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            status = self.config.with_suffix(".status")  # written whole (a rename)
+            if status.exists():
+                self.returncode = int(status.read_text())
+            elif self.proc.poll() is not None:  # the worker itself died: its error is the job's
+                self.returncode = self.proc.returncode or 1
+                tail = self.pool_err.read_text(errors="replace")[-800:] \
+                    if self.pool_err.exists() else ""
+                self.config.with_suffix(".err").write_text(
+                    f"the pool's worker exited ({self.proc.returncode}): {tail}")
+        return self.returncode
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def wait(self) -> int | None:
+        self.proc.wait()
+        return self.poll()
+
+
+class WorkerPool:
+    """One long-lived dbbench worker (`--serve`) per host, for a whole comparison.
+
+    A phase of `lab compare` used to start a dozen Python processes and wait 2-4 s for them
+    on the 2-core machine before its first request: 28 phases, over 80 s of a run. A worker
+    that died is started again at the next job."""
+
+    def __init__(self, lab, env: dict, scratch: Path):
+        self.lab, self.env, self.scratch = lab, env, scratch
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, hosts: list[str]) -> None:
+        """Start the hosts' workers now (their imports then overlap other work)."""
+        for host in hosts:
+            self._worker(host)
+
+    def _err(self, host: str) -> Path:
+        return self.scratch / f"pool-{host}.err"
+
+    def _worker(self, host: str) -> subprocess.Popen:
+        proc = self.procs.get(host)
+        if proc is None or proc.poll() is not None:
+            with open(self._err(host), "ab") as err:
+                proc = self.lab.host(host).popen(
+                    [sys.executable, "-m", "measurements.dbbench_worker", "--serve"],
+                    stdin=subprocess.PIPE, stdout=err, stderr=subprocess.STDOUT,
+                    cwd=str(ROOT), env=self.env, text=True)
+            self.procs[host] = proc
+        return proc
+
+    def submit(self, host: str, config: Path) -> PooledJob:
+        config.with_suffix(".status").unlink(missing_ok=True)
+        config.with_suffix(".err").write_text("")
+        proc = self._worker(host)
+        try:
+            proc.stdin.write(f"{config}\n")
+            proc.stdin.flush()
+        except BrokenPipeError:  # it died since: a new one takes the job
+            proc.wait()
+            proc = self._worker(host)
+            proc.stdin.write(f"{config}\n")
+            proc.stdin.flush()
+        return PooledJob(proc, config, self._err(host))
+
+    def stop(self) -> None:
+        """Close the workers' job queues; they exit after their current job."""
+        for proc in self.procs.values():
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            stop_process(proc)
+        self.procs.clear()
+
+
 class DbWorkload:
     """The database workload from the lab's placements, inside a running lab with its databases.
 
@@ -103,8 +186,9 @@ class DbWorkload:
     def __init__(self, lab, dbs: Databases, samples: int, page_queries: int,
                  replica: str | None, warmup: int, ping_count: int,
                  progress: Progress = SILENT, through: dict | None = None,
-                 addresses: dict | None = None):
+                 addresses: dict | None = None, pool: WorkerPool | None = None):
         self.lab, self.dbs, self.through = lab, dbs, through
+        self.pool = pool  # run the jobs of `workloads` there instead of a process each
         self.addresses = addresses or {}
         self.samples, self.page_queries = samples, page_queries
         self.warmup, self.ping_count, self.progress = warmup, ping_count, progress
@@ -250,7 +334,9 @@ class DbWorkload:
                 config = self._config(f"{place.host}-{i}", operations=ops[place.host],
                                       **(self.addresses if uses else {}), samples=share, go_file=str(go) if together else None,
                                       seed=zlib.crc32(place.host.encode()) + i, mode="workload")
-                running.append((place, config, self._spawn(place.host, config),
+                job = self.pool.submit(place.host, config) if self.pool \
+                    else self._spawn(place.host, config)
+                running.append((place, config, job,
                                 LineReader(self.scratch / f"{place.host}-{i}.jsonl")))
         records: dict[Path, list[dict]] = {config: [] for _, config, _, _ in running}
         deadline = time.monotonic() + WORKER_TIMEOUT_S

@@ -133,8 +133,9 @@ class Recovery:
         self.stop()
         old, self.old_primary = self.old_primary, None
         result = fail_back(self.dbs, old, acknowledged, restore=self.failback == "restore")
-        order = [self.dbs.primary.name, self.dbs.standby.name]
-        for service in (WRITE_SERVICE, READ_SERVICE):
-            self.controller.set_endpoints(service, order)
-        self.start()
+        with result.step("endpoints and failover manager"):
+            order = [self.dbs.primary.name, self.dbs.standby.name]
+            for service in (WRITE_SERVICE, READ_SERVICE):
+                self.controller.set_endpoints(service, order)
+            self.start()
         return result.as_dict()

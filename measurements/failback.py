@@ -10,7 +10,7 @@
   the fenced old primary holds (async replication, before the fence) are re-applied on the new
   primary; the old primary is rebuilt as a standby of the new one (pg_rewind, else a
   pg_basebackup into an emptied directory); with `restore` the roles then switch back (a clean
-  switchover). No data directory is emptied while it holds an acknowledged write no other
+  switchover: the stopped primary follows the promoted one as it is, rebuilt only if not). No data directory is emptied while it holds an acknowledged write no other
   server has (`guard_removal`); the ledger is counted before and after, and a fail-back that
   would lose a row raises.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,10 @@ from measurements.postgres import (DBNAME, PG_BIN, USER, Database, DatabaseError
                                    as_postgres, base_backup, run_in, write_passfile)
 
 CATCH_UP_TIMEOUT_S = 60.0
+# A switched-over primary follows the promoted standby without pg_rewind when it streams and
+# catches up within this; else it is rebuilt (pg_rewind costs 5-6 s over the DC-to-DC line:
+# it copies the source's current WAL segment whole).
+FOLLOW_TIMEOUT_S = 10.0
 # A fenced primary's fast shutdown ends its sessions at once, then waits for its standby to
 # confirm the last WAL; a standby cut off silently never does (until wal_sender_timeout, 60 s):
 # after this long the rest of it is killed. What it committed is on disk either way.
@@ -49,14 +54,26 @@ class FailBack:
     unacknowledged_discarded: int = 0  # committed on the fenced server, never acknowledged
     method: str = ""  # pg_rewind | pg_basebackup
     restored: bool = False
+    switchover: str = ""  # how the switched-over primary came back: followed | pg_rewind | ...
     seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)  # seconds each step took, in order
+
+    @contextmanager
+    def step(self, name: str):
+        """Time one step: a fail-back's length is a cost of the strategy's recovery."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.steps[name] = round(time.monotonic() - t0, 3)
 
     def as_dict(self) -> dict:
         return {"rows_before": self.rows_before, "rows_after": self.rows_after,
                 "recovered": len(self.recovered), "recovered_ids": self.recovered,
                 "unacknowledged_discarded": self.unacknowledged_discarded,
                 "method": self.method, "restored": self.restored,
-                "seconds": round(self.seconds, 3)}
+                "switchover": self.switchover,
+                "seconds": round(self.seconds, 3), "steps": self.steps}
 
 
 def _sql_text(value: str) -> str:
@@ -204,16 +221,77 @@ def wait_caught_up(standby: Database, primary: Database,
     raise DatabaseError(f"{standby.name}: not caught up with {primary.name} after {timeout:.0f} s")
 
 
-def switchover(dbs: Databases, acknowledged: set[str]) -> None:
+def switchover(dbs: Databases, acknowledged: set[str]) -> str:
     """Swap a healthy pair's roles without losing a write: the primary stops cleanly (it sends
     its standby everything first), the standby is promoted, the old primary follows it."""
     old, new = dbs.primary, dbs.standby
+    # Streaming, not only caught up: a standby just rebuilt holds the primary's WAL from
+    # pg_rewind's copy before it connects, and a primary with no standby connected sends
+    # its shutdown checkpoint to nobody.
+    if not streams_from(new, old, FOLLOW_TIMEOUT_S):
+        raise DatabaseError(f"switchover: {new.name} does not stream from {old.name} after "
+                            f"{FOLLOW_TIMEOUT_S:.0f} s: {new.log_tail()}")
     wait_caught_up(new, old)
     old.stop(fast=True)
     old.role = "fenced"
-    promote(new)  # it replays all it received first: the old primary's last send included
+    # Its shutdown checkpoint must be replayed before the promotion, or the new timeline
+    # forks off before it and `old` cannot follow.
+    wait_replayed(new, shutdown_checkpoint(old), FOLLOW_TIMEOUT_S)
+    promote(new)
     dbs.primary, dbs.standby = new, old
-    rebuild(old, new, dbs, acknowledged)
+    return follow(old, new, dbs, acknowledged)
+
+
+def shutdown_checkpoint(db: Database) -> str:
+    """The stopped `db`'s last checkpoint location (pg_controldata), the end of its WAL."""
+    out = run_in(db.host, as_postgres([str(PG_BIN / "pg_controldata"), "-D", str(db.data_dir)],
+                                      db.env), db.env, what=f"{db.name}: pg_controldata")
+    for line in out.splitlines():
+        if line.startswith("Latest checkpoint location:"):
+            return line.split(":", 1)[1].strip()
+    raise DatabaseError(f"{db.name}: pg_controldata gave no checkpoint location")
+
+
+def wait_replayed(standby: Database, lsn: str, timeout: float) -> bool:
+    """Until `standby` has replayed the record at `lsn` (False if not within `timeout`:
+    what follows then finds out and rebuilds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if standby.psql(f"SELECT pg_last_wal_replay_lsn() > '{lsn}'::pg_lsn;\n").strip() == "t":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def follow(db: Database, primary: Database, dbs: Databases, acknowledged: set[str]) -> str:
+    """Make the cleanly stopped `db`, whose standby `primary` received all its WAL before
+    being promoted, a standby of it as it is: its history is a prefix of the new timeline,
+    so it needs no rewind (PostgreSQL's documented switchover). Checked: it must catch up
+    with `primary` within FOLLOW_TIMEOUT_S, else it is stopped and rebuilt."""
+    _standby_config(db, primary, write_passfile(dbs.base_dir, dbs.password, [db, primary]))
+    db.start()
+    db.role = "standby"
+    if streams_from(db, primary, FOLLOW_TIMEOUT_S):
+        return "followed"
+    db.stop(fast=True)
+    return rebuild(db, primary, dbs, acknowledged)
+
+
+def streams_from(standby: Database, primary: Database, timeout: float) -> bool:
+    """Whether `standby` receives `primary`'s current timeline up to a record written now
+    (a replay position alone can be ahead of a timeline that forked off before it)."""
+    primary.psql("CHECKPOINT;\n")  # a record on the primary's timeline, after any fork
+    lsn, wal = primary.psql("SELECT pg_current_wal_lsn(), "
+                            "pg_walfile_name(pg_current_wal_lsn());\n").strip().split("|")
+    timeline = int(wal[:8], 16)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = standby.psql(f"SELECT received_tli, flushed_lsn >= '{lsn}'::pg_lsn FROM "
+                           f"pg_stat_wal_receiver WHERE status = 'streaming';\n").strip()
+        if row == f"{timeline}|t":
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def fail_back(dbs: Databases, old: Database, acknowledged: set[str], restore: bool) -> FailBack:
@@ -221,15 +299,21 @@ def fail_back(dbs: Databases, old: Database, acknowledged: set[str], restore: bo
     acknowledged write; `restore`: it is the primary again. `dbs.primary` is the new primary."""
     t0 = time.monotonic()
     result = FailBack(rows_before=ledger_rows(dbs.primary))
-    recover_acknowledged(old, dbs.primary, acknowledged, result)
-    result.method = rebuild(old, dbs.primary, dbs, acknowledged)
+    with result.step("re-apply"):
+        recover_acknowledged(old, dbs.primary, acknowledged, result)
+    with result.step("rebuild"):
+        result.method = rebuild(old, dbs.primary, dbs, acknowledged)
     dbs.standby, dbs.fenced = old, None
-    wait_caught_up(old, dbs.primary)
+    with result.step("catch-up"):
+        wait_caught_up(old, dbs.primary)
     if restore:
-        switchover(dbs, acknowledged)
-        wait_caught_up(dbs.standby, dbs.primary)
+        with result.step("switchover"):
+            result.switchover = switchover(dbs, acknowledged)
+        with result.step("catch-up after switchover"):
+            wait_caught_up(dbs.standby, dbs.primary)
         result.restored = True
-    dbs.set_sync()
+    with result.step("replication mode"):
+        dbs.set_sync()
     result.rows_after = ledger_rows(dbs.primary)
     result.seconds = time.monotonic() - t0
     if result.rows_after < result.rows_before + len(result.recovered):

@@ -382,7 +382,10 @@ def _init_primary(db: Database) -> None:
     run_in(db.host, as_postgres([str(PG_BIN / "initdb"), "-D", str(db.data_dir),
                                  "-U", "postgres", "-A", "peer",
                                  "--auth-host=scram-sha-256", "-E", "UTF8",
-                                 "--locale=C.UTF-8", "--no-sync", "--no-instructions"], db.env),
+                                 "--locale=C.UTF-8", "--no-sync", "--no-instructions",
+                                 # 1 MB WAL segments, not 16: pg_rewind copies the segments
+                                 # after the fork whole, 38 MB in 3.5 s over the DC-to-DC line.
+                                 "--wal-segsize=1"], db.env),
            db.env, what=f"{db.name}: initdb")
     with open(db.data_dir / "postgresql.conf", "a") as conf:
         conf.write(SERVER_CONF)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from measurements.arguments import ArgumentError
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -86,10 +88,10 @@ def scenarios_of(topology, names=DEFAULT_SCENARIOS) -> list[Scenario]:
     found = []
     for name in names:
         if name not in SCENARIOS:
-            raise ValueError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
+            raise ArgumentError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
         scenario = SCENARIOS[name](topology)
         if scenario is None:
-            raise ValueError(f"scenario {name!r} needs a site (congestion: a link with a "
+            raise ArgumentError(f"scenario {name!r} needs a site (congestion: a link with a "
                              f"schedule) this topology does not have")
         found.append(scenario)
     return found

@@ -8,6 +8,8 @@ from rich.table import Table
 
 from controllers.forwarding import make_lab
 from lab.cli.output import ConsoleProgress, UsageError, console, fmt
+from lab.files import OutDirError
+from measurements.arguments import ArgumentError
 
 
 def print_db_summary(summary: list[dict], model: list[dict]) -> None:
@@ -53,7 +55,7 @@ def cmd_bench_db(args) -> int:
                                   page_queries=args.page_queries, replica=args.replica,
                                   replication=args.replication, progress=progress,
                                   lab_factory=factory)
-    except ValueError as exc:
+    except (ArgumentError, OutDirError) as exc:
         raise UsageError(str(exc)) from None
     print_db_summary(result.summary, result.model)
     console.print(f"results written to {result.out_dir}/ (samples.csv, summary.json, "
@@ -73,7 +75,7 @@ def cmd_compare(args) -> int:
                                  scenarios=args.scenarios.split(","), samples=args.samples,
                                  out_dir=args.out, progress=progress, lab_factory=factory,
                                  replication=args.replication, failback=args.failback)
-    except ValueError as exc:
+    except (ArgumentError, OutDirError) as exc:
         raise UsageError(str(exc)) from None
     if result.cells:
         print_report(result.out_dir)

@@ -55,14 +55,24 @@ def _setup(setup: dict) -> list[str]:
              f"**{setup.get('datapath')}**, controller **{setup.get('controller')}**.",
              f"- Strategies: {', '.join(setup['strategies'])}.",
              _probes(st),
-             f"- Database: dbbench's connect, read and page ({st['page_queries']} queries) "
-             f"from every placement through the db virtual address, {st['samples']} of each "
-             f"per placement and phase.",
+             _database(st),
              f"- Run: bring-up {number(setup.get('bring_up_s'))} s, total "
              f"{number(setup.get('total_s'))} s.",
              "", "Versions: " + ", ".join(f"{k} {v}" for k, v in setup["versions"].items()), "",
              "### Scenarios", ""]
     return lines + [f"- **{s['name']}**: {s['description']}" for s in setup["scenarios"]]
+
+
+def _database(st: dict) -> str:
+    """What the database workload measures, and when."""
+    after = st.get("after_operations", ["connect", "read", "page"])
+    text = (f"- Database: dbbench's connect, read and page ({st['page_queries']} queries) "
+            f"from every placement through the read address, {st['samples']} of each per "
+            f"placement and phase; after a failure: {', '.join(after)}")
+    if st.get("before_once"):
+        text += (" (before a failure the network is the healthy one: its numbers are the "
+                 "normal cell's of the same strategy, measured once)")
+    return text + "."
 
 
 def _probes(st: dict) -> str:

@@ -32,8 +32,10 @@ def recovery(cell: dict, writes: list[dict], replication: str) -> dict | None:
             "promoted": bool(promotion), "fenced_after_ms": _ms_between(promotion, "promoted",
                                                                        "fenced"),
             "failback": {k: failback[k] for k in ("recovered", "unacknowledged_discarded",
-                                                  "method", "restored", "rows_before",
-                                                  "rows_after", "seconds")}
+                                                  "method", "restored", "switchover",
+                                                  "rows_before", "rows_after", "seconds",
+                                                  "steps")
+                         if k in failback}
             if failback else None,
             "write_latency": write_latency(ledger, cell.get("failure"))}
 
@@ -125,4 +127,7 @@ def _failback(fb: dict | None) -> str:
     if not fb:
         return "-"
     return (f"{fb['method']}, {fb['recovered']} re-applied, rows {fb['rows_before']} -> "
-            f"{fb['rows_after']}, {'roles restored' if fb['restored'] else 'roles kept'}")
+            f"{fb['rows_after']}, "
+            + (f"roles restored ({fb.get('switchover') or 'rebuilt'})" if fb["restored"]
+               else "roles kept")
+            + (f", {fb['seconds']:.1f} s" if "seconds" in fb else ""))

@@ -117,17 +117,33 @@ def compute(raw: dict) -> dict:
     db_by_cell = defaultdict(list)
     for r in raw["db"]:
         db_by_cell[(r["scenario"], r["strategy"])].append(r)
+    # A failure cell of a run with a healthy scenario has no "before" phase of its own: the
+    # healthy cell of its strategy measured that network (measurements/cells.py).
+    healthy = {c["strategy"]: c["scenario"] for c in raw["cells"]
+               if not c.get("links_cut") and not c.get("scheduled")}
     cells = []
     for cell in raw["cells"]:
         key = (cell["scenario"], cell["strategy"])
-        cells.append(_cell(cell, by_cell.get(key, []), db_by_cell.get(key, []), setup))
+        db = db_by_cell.get(key, [])
+        before_from = None if _reads(db, "before") else healthy.get(cell["strategy"])
+        before = _reads(db_by_cell.get((before_from, cell["strategy"]), []), "before") \
+            if before_from else []
+        cells.append(_cell(cell, by_cell.get(key, []), db, setup, before, before_from))
     results = {"setup": setup, "cells": cells, "congestion": congestion.compute(raw)}
     results["findings"] = findings(results)
     return results
 
 
-def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict) -> dict:
-    """One (scenario, strategy) cell's numbers, from its requests and database samples."""
+def _reads(db: list[dict], phase: str) -> list[float]:
+    """The successful reads' latencies of one phase."""
+    return [r["latency_ms"] for r in db if r["ok"] and r["phase"] == phase
+            and r["operation"] == "read"]
+
+
+def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict,
+          before_elsewhere: list[float], before_from: str | None) -> dict:
+    """One (scenario, strategy) cell's numbers, from its requests and database samples; the
+    reads before its failure from the healthy cell `before_from` where it measured none."""
     failure, repair = cell.get("failure"), cell.get("repair")
     if repair is not None:
         # A request still waiting at the repair cannot be told from the failback: the
@@ -138,8 +154,7 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict) -> dict:
     services = [r for r in reqs if r["kind"] == "service"]
     writes = [r for r in reqs if r["kind"] == "writer"]
     cut_off = frozenset(cell.get("cut_off_hosts", ()))
-    db_before = [r["latency_ms"] for r in db if r["ok"] and r["phase"] == "before"
-                 and r["operation"] == "read"]
+    db_before = _reads(db, "before") or before_elsewhere
     no_data = cell.get("no_data", {})
     return {"scenario": cell["scenario"], "strategy": cell["strategy"],
             "failure": failure, "links_cut": cell.get("links_cut", []),
@@ -155,6 +170,7 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict) -> dict:
             "false_failover": _false_failover(cell),
             "db_listen_drops": cell.get("db_listen_drops", {}),
             "db_read": stats(db_before),
+            "db_read_from": before_from or cell["scenario"],
             "db_errors": sum(not r["ok"] for r in db),
             "regions": _regions(clients, failure, repair, busy, setup),
             "placements": _placements(db),

@@ -61,7 +61,9 @@ COLUMNS = (
     Column("clinics interrupted", _interrupted, ""),
     Column("p50 after failure", lambda c: number(c["clients"]["after_p50_ms"]), "after p50"),
     Column("service outage", lambda c: _outage(c["services"], c["failure"])),
-    Column("DB read p50", lambda c: number(c["db_read"]["p50_ms"], 2)),
+    Column("DB read p50", lambda c: number(c["db_read"]["p50_ms"], 2) + (
+        f" ({c['db_read_from']})" if c.get("db_read_from", c["scenario"]) != c["scenario"]
+        else "")),
     Column("writes failed %", lambda c: _failed(c["writes"], 1)),
     Column("write outage", _write_outage),
     Column("promoted after", _promoted),

@@ -197,6 +197,8 @@ def test_a_write_lost_in_a_cut_is_found_kept_from_removal_and_recovered_at_fail_
     result = fail_back(dbs, pg1, acknowledged, restore=True)
     addresses_to(lab, "pg1", "pg2")
     assert sorted(result.recovered) == sorted(acknowledged)
+    # The switchover back was clean: the old standby followed the new primary as it was.
+    assert (result.method, result.switchover) == ("pg_rewind", "followed"), result
     assert result.rows_before == rows_before
     assert result.rows_after == rows_before + 3
     assert acknowledged <= ledger_ids(pg1, "lost/")

@@ -331,3 +331,18 @@ def test_the_ledgers_give_report_md_its_disaster_recovery_table(raw_dir):
                for s in results["findings"])
     _, _, rows = main_tables(results)[1]
     assert rows[0][-2:] == ["5", "-"]
+
+
+def test_a_failure_cell_without_a_before_phase_reads_it_from_the_normal_cell(raw_dir):
+    # measurements/cells.py: with a normal scenario in the run, the failure cells skip the
+    # workload before the failure; their "before" read is the normal cell's, and says so.
+    path = raw_dir / "db.csv"
+    rows = path.read_text().splitlines()
+    kept = [rows[0]] + [r for r in rows[1:] if not r.startswith("dc-failure,")]
+    kept.append(f"dc-failure,hops,after,svlz1,lz1,localzone,read,{T0 + 2:.6f},50.0000,1")
+    path.write_text("\n".join(kept) + "\n")
+    results = compute(load_raw(raw_dir))
+    failed, normal = cell(results, "dc-failure", "hops"), cell(results, "normal", "hops")
+    assert failed["db_read"] == normal["db_read"] and failed["db_read"]["n"] == 3
+    assert (failed["db_read_from"], normal["db_read_from"]) == ("normal", "normal")
+    assert [(p["phase"], p["p50_ms"]) for p in failed["placements"]] == [("after", 50.0)]
