@@ -21,6 +21,7 @@ from pathlib import Path
 from controllers.launcher import ROUTE_SETTLE_S
 from controllers.services import READ_SERVICE, WRITE_SERVICE
 from lab.files import open_append, write_json
+from lab.health import HealthWatch
 from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
 from measurements import congestion
@@ -88,6 +89,7 @@ class CompareRun:
         self.server: subprocess.Popen | None = None
         self.recovery: Recovery | None = None
         self.pool: WorkerPool | None = None  # the placements' database workers
+        self.health: HealthWatch | None = None  # whether the emulator kept up, per cell
         self.dbs = None
         self.before_once = False  # the "before" database phase only in the normal cells
         self.db_start_s = 0.0
@@ -124,8 +126,12 @@ class CompareRun:
         self.recovery = Recovery(self.dbs, self.lab.controller, self._spawn_in, self.scratch,
                                  FAILOVER, self.failback)
         self.recovery.start()
+        self.health = HealthWatch(self.lab)
+        self.health.start()
 
     def stop(self) -> None:
+        if self.health is not None:
+            self.health.stop()
         if self.recovery is not None:
             self.recovery.stop()
         if self.pool is not None:
@@ -293,6 +299,7 @@ class CompareRun:
         record["expected_rtt_ms"] = self._expected_rtts(
             {k: v for k, v in record["choices_before"].items() if k in probed})
         paths_before = ctl.get("paths")["paths"]
+        health_start = self.health.mark()
         raw = self.scratch / "requests.jsonl"
         drops_before = self._db_listen_drops()
         prober = self._start_probe(raw)
@@ -312,6 +319,7 @@ class CompareRun:
             no_data: dict = {}
             written = self._writer_requests(writers, no_data)
         record["end"] = time.time()
+        record["health"] = self.health.block(health_start, self.health.mark())
         self._probe_gaps(code, raw, no_data)
         record.update({"no_data": no_data} if no_data else {}, db_listen_drops={
             name: n - drops_before[name] for name, n in self._db_listen_drops().items()})

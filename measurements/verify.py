@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 
 from lab.calibration import PROBE_GAP_MS, measurable_links, measure_links, site_pairs
+from lab.health import HealthWatch
 from lab.icmpprobe import measure
 from measurements.stats import percentile
 
@@ -50,6 +51,18 @@ def verify(lab, samples: int = 50, tolerance: Tolerance | None = None) -> dict:
     topo = lab.topology
     tolerance = tolerance or Tolerance(*TOLERANCE[lab.backend])
     links = measurable_links(topo)
+    watch = HealthWatch(lab)
+    watch.start()
+    try:
+        start = watch.mark()
+        rows = _measure(lab, topo, links, samples, tolerance)
+        health = watch.block(start, watch.mark())
+    finally:
+        watch.stop()
+    return {**rows, "health": health}
+
+
+def _measure(lab, topo, links, samples: int, tolerance: Tolerance) -> dict:
     link_rtts = measure_links(lab, links, count=samples)
     link_rows = [_row(link.a, link.b, 2 * link.delay_ms, *link_rtts[link.index], tolerance)
                  for link in links]

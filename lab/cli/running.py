@@ -12,6 +12,7 @@ from rich.table import Table
 from controllers.forwarding import make_lab, parse_controller
 from lab.cli.output import UsageError, console, fmt
 from lab.files import write_json
+from lab.health import describe
 from lab.network import LabError
 from lab.runstate import run_dir
 from lab.schedule import SchedulePlayer, scheduled_links
@@ -167,6 +168,7 @@ def cmd_verify(args) -> int:
                   f"{len(report['links']) + len(report['paths'])} outside {tolerance}; path "
                   f"error |median| {report['median_abs_path_error_ms']} ms, max "
                   f"{report['max_abs_path_error_ms']} ms")
+    console.print(f"while measuring, {describe(report['health'])}")
     if args.json:
         write_json(args.json, report)
         console.print(f"report written to {args.json}")

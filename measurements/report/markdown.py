@@ -3,6 +3,7 @@ latency per region and the database's per placement, and the plots."""
 
 from __future__ import annotations
 
+from lab.health import describe
 from measurements.report import recovery
 from measurements.report.congestion import table as congestion_table
 from measurements.report.tables import COLUMNS, number
@@ -38,10 +39,38 @@ def render_markdown(results: dict) -> str:
         lines += (_main_table(scenario, cells) + recovery.markdown(cells) + _regions(cells)
                   + _placements(cells))
         lines += _congestion(results, scenario)
+    lines += _health(results["cells"])
     plots = PLOTS + ((CONGESTION_PLOT,) if results.get("congestion") else ())
     lines += ["", "## Plots", ""] + [f"- `{png}.png`: {about}" for png, about in plots] + [""]
     lines += [f"![{png}]({png}.png)" for png, _ in plots]
     return "\n".join(lines) + "\n"
+
+
+def _health(cells: list[dict]) -> list[str]:
+    """Whether the emulator kept up in each cell (lab/health.py), plainly."""
+    watched = [c for c in cells if c.get("health")]
+    if not watched:
+        return []
+    lines = ["", "## Emulator health", "",
+             "Per cell: frames the delay line sent over 250 us late or the kernel dropped "
+             "before it read them, switch daemons demoted, the CPU's run queue and steal, the "
+             "controller's echo round trip (limits: lab/health.py). Samples taken in a second "
+             "when the emulator did not keep up are counted as flagged.", ""]
+    bad = [c for c in watched if not c["health"]["kept_up"]]
+    if not bad:
+        lines.append(f"- In all {len(watched)} cells the emulator kept up.")
+    for c in bad:
+        flagged = ", ".join(f"{n} {kind}" for kind, n in c["health"]["flagged"].items() if n)
+        lines.append(f"- **{c['scenario']} / {c['strategy']}: {describe(c['health'])}.** "
+                     f"Flagged samples: {flagged or 'none'}.")
+    for c in watched:
+        if c["health"]["kept_up"] and any(c["health"]["flagged"].values()):
+            flagged = ", ".join(f"{n} {kind}" for kind, n in c["health"]["flagged"].items()
+                                if n)
+            lines.append(f"- {c['scenario']} / {c['strategy']}: kept up over the cell, but "
+                         f"not in {len(c['health']['unhealthy_spans'])} second(s); flagged "
+                         f"samples: {flagged}.")
+    return lines
 
 
 def _setup(setup: dict) -> list[str]:

@@ -178,7 +178,24 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict,
                                            if r["src"] == src and r["ok"]
                                            and quiet(r, busy)])["p50_ms"]
                                for src in dict.fromkeys(r["src"] for r in services)},
-            "expected_rtt_ms": cell.get("expected_rtt_ms")}
+            "expected_rtt_ms": cell.get("expected_rtt_ms"),
+            "health": _health(cell.get("health"), reqs, db)}
+
+
+def _health(health: dict | None, reqs: list[dict], db: list[dict]) -> dict | None:
+    """The cell's emulator health (lab/health.py), with how many of its samples were taken
+    in a second when the emulator did not keep up (flagged, kept: the figures say so)."""
+    if health is None:
+        return None
+    spans = health.get("unhealthy_spans", [])
+
+    def flagged(times: list[float]) -> int:
+        return sum(1 for t in times if any(a <= t < b for a, b in spans))
+
+    return {**health, "flagged": {
+        kind: flagged([r["start"] for r in reqs if r["kind"] == kind])
+        for kind in ("client", "service", "writer")} | {
+        "db": flagged([r["start_time"] for r in db])}}
 
 
 def _missing(row: dict, why: str | None) -> dict:

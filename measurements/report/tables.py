@@ -69,6 +69,8 @@ COLUMNS = (
     Column("promoted after", _promoted),
     Column("writes lost", lambda c: str(c["dr"]["lost"]) if c.get("dr") else "-", "lost"),
     Column("RTO s", lambda c: number(c["dr"]["rto_s"], 2) if c.get("dr") else "-", "RTO"),
+    Column("emulator", lambda c: "-" if not c.get("health") else
+           "kept up" if c["health"]["kept_up"] else "NOT kept up"),
 )
 CONSOLE_COLUMNS = tuple(c for c in COLUMNS if c.short != "")
 

@@ -68,3 +68,28 @@ def test_switches_use_the_detected_datapath(running_lab):
         kind = subprocess.run(["ovs-vsctl", "get", "bridge", "hldc1", "datapath_type"],
                               capture_output=True, text=True).stdout.strip()
         assert kind in ('""', "system")
+
+
+def test_the_health_watch_reads_the_running_emulator(running_lab):
+    # lab/health.py on the real lab: the delay line's frames, the controller's echo, the
+    # switch daemons' priority and the CPU are all read (whether they kept up depends on
+    # this machine's load; the limits themselves are unit-tested).
+    from lab.health import HealthWatch
+
+    watch = HealthWatch(running_lab)
+    watch.start()
+    try:
+        start = watch.mark()
+        pairs = site_rtts(running_lab, samples=3, warmup=1)
+        block = watch.block(start, watch.mark())
+    finally:
+        watch.stop()
+    if running_lab.backend == "userspace":
+        # Every probe and answer crosses at least one emulated link.
+        assert block["frames"] >= 2 * sum(len(p.samples) for p in pairs), block
+        assert block["late_pct"] is not None and block["kernel_dropped"] is not None
+    if running_lab.caps.datapath == "user":
+        assert block["switch_demotions"] is not None
+    assert block["control_rtt_ms"] is not None and block["control_rtt_ms"] > 0
+    assert block["run_queue"]["max"] >= 1 and block["seconds"] > 0
+    assert block["kept_up"] == (block["reasons"] == [])

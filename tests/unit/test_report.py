@@ -249,12 +249,12 @@ def test_the_command_lines_table_is_the_reports_without_the_clinics_interrupted(
     _, columns, rows = tables[1]
     assert columns == ["strategy", "p50", "p95", "p99", "failed %", "outage", "after p50",
                        "service outage", "DB read p50", "writes failed %", "write outage",
-                       "promoted after", "lost", "RTO"]
+                       "promoted after", "lost", "RTO", "emulator"]
     # A run from before the writers kept ledgers: no disaster-recovery figures.
     assert rows == [["hops", "25.0", "25.0", "25.0", "15.00", "300", "25.0", "100", "5.00",
-                     "62.5", "500", "450", "-", "-"],
+                     "62.5", "500", "450", "-", "-", "-"],
                     ["latency", "3.0", "3.0", "3.0", "0.00", "0", "3.0", "0", "5.00", "-",
-                     "no writer", "450", "-", "-"]]
+                     "no writer", "450", "-", "-", "-"]]
 
 
 def test_missing_raw_files_are_one_clear_error(tmp_path):
@@ -330,7 +330,7 @@ def test_the_ledgers_give_report_md_its_disaster_recovery_table(raw_dir):
                             "0.40 s), the new primary acknowledged no write before the repair")
                for s in results["findings"])
     _, _, rows = main_tables(results)[1]
-    assert rows[0][-2:] == ["5", "-"]
+    assert rows[0][-3:-1] == ["5", "-"]
 
 
 def test_a_failure_cell_without_a_before_phase_reads_it_from_the_normal_cell(raw_dir):
@@ -346,3 +346,30 @@ def test_a_failure_cell_without_a_before_phase_reads_it_from_the_normal_cell(raw
     assert failed["db_read"] == normal["db_read"] and failed["db_read"]["n"] == 3
     assert (failed["db_read_from"], normal["db_read_from"]) == ("normal", "normal")
     assert [(p["phase"], p["p50_ms"]) for p in failed["placements"]] == [("after", 50.0)]
+
+
+def test_a_cell_whose_emulator_did_not_keep_up_says_so_and_flags_its_samples(raw_dir):
+    # lab/health.py's block for the cell: it fell behind from T0+1 to T0+1.5.
+    health = {"seconds": 3.0, "frames": 1000, "late_pct": 4.0, "kernel_dropped": 0,
+              "queue_dropped": 0, "switch_demotions": 0, "steal_pct": 0.0,
+              "run_queue": {"mean": 5.1, "max": 9, "cores": 2}, "control_rtt_ms": 2.0,
+              "kept_up": False, "reasons": ["4.0 % of frames sent over 250 us late"],
+              "unhealthy_spans": [[T0 + 1.0, T0 + 1.5]]}
+
+    def change(c):
+        if (c["scenario"], c["strategy"]) == ("dc-failure", "hops"):
+            c["health"] = health
+        elif c["scenario"] == "dc-failure":
+            c["health"] = {**health, "kept_up": True, "reasons": [], "unhealthy_spans": []}
+
+    results = results_with(raw_dir, change)
+    bad = cell(results, "dc-failure", "hops")["health"]
+    # Clients and services every 0.1 s from T0: 1.0 .. 1.4 are in the span; one db row at T0+1.
+    assert bad["flagged"] == {"client": 5, "service": 5, "writer": 10, "db": 1}
+    assert cell(results, "normal", "hops")["health"] is None  # a run from before health
+    rows = {r[0]: r[-1] for r in main_tables(results)[1][2]}
+    assert rows == {"hops": "NOT kept up", "latency": "kept up"}
+    text = render_markdown(results)
+    assert "dc-failure / hops: the emulator did NOT keep up: 4.0 % of frames sent over 250 us " \
+           "late" in text and "not to be trusted" in text
+    assert "Flagged samples: 5 client, 5 service, 10 writer, 1 db." in text
