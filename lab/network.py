@@ -11,10 +11,11 @@ always tears everything down again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -62,16 +63,46 @@ class LabSwitch(OVSSwitch):
         return super().bridgeOpts() + f" external_ids:hclab-run={self.run_id}"
 
 
+# Bring-up steps after building the network (Timing.build_s is every step before these).
+AFTER_BUILD = ("forwarding", "calibration")
+
+
 @dataclass
 class Timing:
-    build_s: float = 0.0
-    forwarding_s: float = 0.0
-    calibration_s: float = 0.0
-    teardown_s: float = 0.0
+    """Seconds each step of bring-up (`up`) and teardown (`down`) took, in the order run.
+
+    The steps are what lab.network does one after the other, so a benchmark can say which one
+    grows with the topology (benchmarks.bench_bringup).
+    """
+
+    up: dict[str, float] = field(default_factory=dict)
+    down: dict[str, float] = field(default_factory=dict)
+    teardown_s: float = 0.0  # the whole teardown, steps and what is between them
+
+    @contextlib.contextmanager
+    def step(self, name: str, down: bool = False):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            steps = self.down if down else self.up
+            steps[name] = steps.get(name, 0.0) + time.monotonic() - t0
+
+    @property
+    def build_s(self) -> float:
+        return sum(t for name, t in self.up.items() if name not in AFTER_BUILD)
+
+    @property
+    def forwarding_s(self) -> float:
+        return self.up.get("forwarding", 0.0)
+
+    @property
+    def calibration_s(self) -> float:
+        return self.up.get("calibration", 0.0)
 
     @property
     def up_s(self) -> float:
-        return self.build_s + self.forwarding_s + self.calibration_s
+        return sum(self.up.values())
 
 
 class Lab:
@@ -145,40 +176,36 @@ class Lab:
     def _bring_up(self) -> None:
         """Each step bounded in time, so that a step that hangs is named, not waited for."""
         size = len(self.topology.sites) + len(self.topology.hosts) + len(self.topology.links)
-        t0 = time.monotonic()
+        step = self.timing.step
         try:
-            with bounded("controller", 90):
+            with step("controller"), bounded("controller", 90):
                 self.forwarding.start(run_dir())
         except ForwardingError as exc:
             raise LabError(f"the controller did not start: {exc}") from None
         with bounded("network", 60 + 2 * size):
             self._build_network()
         try:
-            with bounded("link emulation", 60 + size):
+            with step("link emulation"), bounded("link emulation", 60 + size):
                 self.emulation.start()
         except EmulationError as exc:
             raise LabError(str(exc)) from None
-        self.timing.build_s = time.monotonic() - t0
-        t0 = time.monotonic()
         try:
-            with bounded("forwarding", 90 + size):
+            with step("forwarding"), bounded("forwarding", 90 + size):
                 self.forwarding.ready(self)
         except ForwardingError as exc:
             raise LabError(str(exc)) from None
-        self.timing.forwarding_s = time.monotonic() - t0
         # Calibration pins probe flows and expects the lab's own routing: not with a foreign
         # controller (which may remove the pins) or with none.
         if self.calibrate and self.backend == "userspace" and self.forwarding.owns_flows:
-            t0 = time.monotonic()
-            key = calibration_cache.fingerprint(self.topology, self.caps, self.backend)
-            self.calibration = None if self.recalibrate else calibration_cache.load(key)
-            if self.calibration is None:
-                with bounded("calibration", 300 + 10 * len(self.topology.links)):
-                    self.calibration = calibrate(self)
-                calibration_cache.save(key, self.calibration)
-            self.emulation.set_holds(self.calibration.holds,
-                                     span_trim_ms=self.calibration.span_trim_ms)
-            self.timing.calibration_s = time.monotonic() - t0
+            with step("calibration"):
+                key = calibration_cache.fingerprint(self.topology, self.caps, self.backend)
+                self.calibration = None if self.recalibrate else calibration_cache.load(key)
+                if self.calibration is None:
+                    with bounded("calibration", 300 + 10 * len(self.topology.links)):
+                        self.calibration = calibrate(self)
+                    calibration_cache.save(key, self.calibration)
+                self.emulation.set_holds(self.calibration.holds,
+                                         span_trim_ms=self.calibration.span_trim_ms)
 
     def _build_network(self) -> None:
         """Mininet's hosts, switches and links; interfaces up; the emulation prepared."""
@@ -196,10 +223,15 @@ class Lab:
                            autoStaticArp=False, waitConnected=False)
         if openflow and self.caps.datapath != "user":
             self.net.addController(RemoteController("hlc0", ip=openflow[0], port=openflow[1]))
-        self.net.build()
-        self._configure_interfaces()
-        self.net.start()
-        self._raise_switches()
+        step = self.timing.step
+        with step("nodes and links"):
+            self.net.build()
+        with step("interfaces"):
+            self._configure_interfaces()
+        with step("switches"):
+            self.net.start()
+        with step("switch priority"):
+            self._raise_switches()
         self.emulation = LinkEmulation(self.backend, self._emulated_links(), run_dir())
 
     def _vital_parts(self) -> list:
@@ -284,11 +316,13 @@ class Lab:
                                ("network", self.net and self._stop_network)):
                 if stop:
                     try:
-                        stop()
+                        with self.timing.step(part, down=True):
+                            stop()
                     except Exception as exc:  # the sweep below still removes what is left
                         self.log(f"warning: stopping the {part} failed ({exc}); sweeping")
             self.switch_priority = self.emulation = self.relay = self.net = None
-            cleanup.remove_run(self.state.run_id, self.state.switches)
+            with self.timing.step("sweep", down=True):
+                cleanup.remove_run(self.state.run_id, self.state.switches)
             remove_state()
             self.state = None
         self.timing.teardown_s = time.monotonic() - t0
