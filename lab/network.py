@@ -28,7 +28,7 @@ from lab.calibration import calibrate
 from lab.capabilities import Capabilities, detect, run
 from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend
 from lab.forwarding import Forwarding, ForwardingError
-from lab.links import LabLink
+from lab.links import LabHost, LabLink, VethBatch
 from lab.nsswitch import NamespacedOVSSwitch
 from lab.procs import stop_process
 from lab.runstate import (PROCESS_MARKER, RunState, load_state, new_run_id, process_start,
@@ -217,15 +217,18 @@ class Lab:
         else:
             switch = partial(LabSwitch, run_id=self.state.run_id, datapath="kernel",
                              failMode="secure", batch=True)
-        link = partial(LabLink, delay_line=self.backend == "userspace")
-        self.net = Mininet(topo=HybridTopo(self.topology, lab_links=True), switch=switch, link=link,
-                           controller=None, build=False, autoSetMacs=False,
+        veths = VethBatch()
+        link = partial(LabLink, delay_line=self.backend == "userspace", veths=veths)
+        self.net = Mininet(topo=HybridTopo(self.topology, lab_links=True), switch=switch,
+                           host=LabHost, link=link, controller=None, build=False, autoSetMacs=False,
                            autoStaticArp=False, waitConnected=False)
         if openflow and self.caps.datapath != "user":
             self.net.addController(RemoteController("hlc0", ip=openflow[0], port=openflow[1]))
         step = self.timing.step
-        with step("nodes and links"):
+        with step("nodes"):
             self.net.build()
+        with step("links"):
+            veths.create()
         with step("interfaces"):
             self._configure_interfaces()
         with step("switches"):
@@ -348,7 +351,8 @@ class Lab:
                 node.shell.wait(timeout=5)
 
     def _configure_interfaces(self) -> None:
-        """Root-namespace switch ports up in one batch; hosts' checksum offload off.
+        """Root-namespace switch ports up in one batch; hosts configured all at once
+        (lab.links.LabHost), their checksum offload off.
 
         OVS's userspace datapath forwards frames whose TCP/UDP checksum was left to offload
         without filling it in, so TCP never connects while ping works; hosts must compute
@@ -361,9 +365,11 @@ class Lab:
             run(["ip", "-batch", "-"], input="".join(f"link set dev {p} up\n" for p in ports))
         offload = "off" if self.caps.datapath == "user" else "on"
         for host in self.net.hosts:
-            intf = host.defaultIntf()
-            host.cmd(f"ethtool -K {intf} tx {offload} rx {offload} >/dev/null 2>&1; "
-                     f"ip link set dev {intf} up")
+            host.sendCmd(host.setup_command(offload))
+        failed = [(host, out) for host in self.net.hosts if (out := host.waitOutput().strip())]
+        if failed:
+            host, out = failed[0]
+            raise LabError(f"configuring host {host.name}'s interface failed: {out.splitlines()[-1]}")
 
     def _claim_run_dir(self) -> None:
         previous = load_state()
