@@ -8,8 +8,14 @@ brought up and torn down `--repeat` times; the table shows the median and the ra
         [--controller static|builtin] [--calibrate] [--json FILE]
 
 By default it times the network itself (switches, hosts, links, emulation, static flows);
-`--controller builtin --calibrate` times what `lab up` does by default.
-Targets on the project's 2-core machine: default up < 3 s and down < 2 s; 10x up < 30 s.
+`--controller builtin --calibrate` times what `lab up` does by default. Below the table, the
+median time of each step of bring-up and teardown (lab.network.Timing) per size, to show
+which step grows fastest. Memory, the most of the repeats: the lab's processes with their
+proportional set sizes summed (PSS, shared pages split), the drop of the kernel's
+MemAvailable (the kernel's own share too, but also anything else the machine did meanwhile),
+and this process's peak resident size.
+Targets on the project's 2-core machine: default up < 3 s and down < 2 s; 10x up <= 30 s and
+down <= 10 s.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -26,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from controllers.forwarding import make_lab
+from lab.runstate import marked_processes
 from lab.signals import stop_signals_raise
 from topologies import DEFAULT_TOPOLOGY
 from topologies.loader import load
@@ -62,26 +71,60 @@ def scaled(data: dict, factor: int) -> dict:
     return out
 
 
+def lab_memory_mib(run_id: str) -> tuple[int, float]:
+    """The lab's processes (this one and those carrying its run's marker) and the sum of their
+    proportional set sizes (PSS: shared pages split among their users), in MiB."""
+    pids = [os.getpid(), *marked_processes(run_id)]
+    total_kib = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total_kib += sum(int(line.split()[1]) for line in text.splitlines()
+                         if line.startswith("Pss:"))
+    return len(pids), total_kib / 1024
+
+
+def available_mib() -> float:
+    """The kernel's estimate of memory available to new work (its own share included)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def measure(factor: int, repeat: int, controller: str, calibrate: bool) -> dict:
     data = scaled(yaml.safe_load(DEFAULT_TOPOLOGY.read_text()), factor)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(data, f)  # the controller reads the topology from a file
     try:
         topo = load(f.name)
-        ups, downs = [], []
+        ups, downs, steps, memory = [], [], {}, []
         for _ in range(repeat):
             lab = make_lab(topo, controller=controller, calibrate=calibrate, log=lambda *_: None)
+            before = available_mib()
             t0 = time.monotonic()
             with lab:
                 ups.append(time.monotonic() - t0)
+                processes, pss = lab_memory_mib(lab.state.run_id)
+                memory.append((processes, pss, before - available_mib()))
             downs.append(lab.timing.teardown_s)
+            for name, t in [*lab.timing.up.items(), *(("down: " + n, t)
+                                                      for n, t in lab.timing.down.items())]:
+                steps.setdefault(name, []).append(t)
     finally:
         Path(f.name).unlink()
     return {"scale": factor, "sites": len(topo.sites), "links": len(topo.links),
             "hosts": len(topo.hosts), "n": repeat,
             "up_median_s": statistics.median(ups), "up_min_s": min(ups), "up_max_s": max(ups),
             "down_median_s": statistics.median(downs), "down_min_s": min(downs),
-            "down_max_s": max(downs)}
+            "down_max_s": max(downs),
+            "steps_median_s": {name: statistics.median(t) for name, t in steps.items()},
+            "processes": max(m[0] for m in memory),
+            "lab_pss_max_mib": max(m[1] for m in memory),
+            "available_drop_max_mib": max(m[2] for m in memory),
+            "bench_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> int:
@@ -92,17 +135,30 @@ def main() -> int:
     parser.add_argument("--calibrate", action="store_true", help="include the fabric calibration")
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
+    try:
+        scales = [int(s) for s in args.scales.split(",")]
+    except ValueError:
+        parser.error(f"--scales: a comma-separated list of whole numbers, not {args.scales!r}")
+    if not scales or min(scales) < 1 or args.repeat < 1:
+        parser.error("--scales and --repeat must be 1 or more")
     rows = []
     print(f"{'scale':>5} {'sites':>5} {'links':>5} {'hosts':>5} {'n':>2}  "
-          f"{'up s (median, min-max)':>24}  {'down s (median, min-max)':>24}")
+          f"{'up s (median, min-max)':>24}  {'down s (median, min-max)':>24}  "
+          f"{'procs':>5} {'PSS MiB':>8} {'avail drop':>10} {'bench RSS':>9}")
     with stop_signals_raise():
-        for factor in (int(s) for s in args.scales.split(",")):
+        for factor in scales:
             r = measure(factor, args.repeat, args.controller, args.calibrate)
             rows.append(r)
             print(f"{r['scale']:>5} {r['sites']:>5} {r['links']:>5} {r['hosts']:>5} {r['n']:>2}  "
                   f"{r['up_median_s']:>8.2f} ({r['up_min_s']:.2f}-{r['up_max_s']:.2f})"
                   f"{'':>6}  {r['down_median_s']:>8.2f} ({r['down_min_s']:.2f}-"
-                  f"{r['down_max_s']:.2f})", flush=True)
+                  f"{r['down_max_s']:.2f}){'':>6}  {r['processes']:>5} "
+                  f"{r['lab_pss_max_mib']:>8.0f} {r['available_drop_max_mib']:>10.0f} "
+                  f"{r['bench_peak_rss_mib']:>9.0f}", flush=True)
+    print("\nsteps, median s" + "".join(f"{'x' + str(r['scale']):>9}" for r in rows))
+    for name in rows[0]["steps_median_s"] if rows else ():
+        print(f"  {name:<26}" + "".join(f"{r['steps_median_s'].get(name, 0.0):>9.2f}"
+                                        for r in rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

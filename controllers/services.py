@@ -11,7 +11,8 @@ on the service's port gets its replies from the VIP: use the VIP for the service
 Services come from `default_services` (built from host roles) or a small YAML file validated
 as strictly as the topology.
 
-Defaults (addresses 10.0.0.x are free: hosts live in 10.<site index>.0.x, indices from 1):
+Defaults (addresses 10.0.0.x are free: hosts live in 10.<site index>.0.x, indices from 1,
+past site 254 as topologies.model.host_ip says):
 - "db"  10.0.0.10 TCP 5432 (PostgreSQL), the read address: the db-primary then the
   db-standby hosts, chosen per consumer by the strategy; consumed by monolith and service hosts.
 - "db-write" 10.0.0.11 TCP 5432, the write address: the same servers, always the first
@@ -84,10 +85,10 @@ DEFAULT_PORTS = {row[0]: (row[2], row[3]) for row in DEFAULTS}
 
 
 def service_address(host: Host) -> str:
-    """A host's second address, for a service sharing a port with another (10.s.0.n ->
-    10.s.1.n: in its site's /16, which hosts' own addresses (10.s.0.n) leave free)."""
-    a, s, _, n = host.ip.split(".")
-    return f"{a}.{s}.1.{n}"
+    """A host's second address, for a service sharing a port with another: the third octet
+    one up (10.s.0.n -> 10.s.1.n), which hosts' own addresses leave free (topologies.model)."""
+    a, s, t, n = host.ip.split(".")
+    return f"{a}.{s}.{int(t) + 1}.{n}"
 
 
 def default_services(topology: Topology) -> list[Service]:

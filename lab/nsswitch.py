@@ -28,7 +28,10 @@ openvswitch module the lab uses the system's Open vSwitch instead (lab.network.L
 from __future__ import annotations
 
 import ctypes.util
+import json
 import shlex
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -49,6 +52,7 @@ class NamespacedOVSSwitch(Switch):
         self.controller_socket = controller_socket
         self.fail_mode = failMode
         self.protocols = protocols
+        self.starter: subprocess.Popen | None = None  # the start script, until it is done
         params["inNamespace"] = True  # whatever Mininet's default says
         super().__init__(name, **params)
 
@@ -62,10 +66,16 @@ class NamespacedOVSSwitch(Switch):
         return f"unix:{self.ovs_dir}/{self.name}.mgmt"
 
     def start(self, controllers) -> None:
-        """Start the daemons and the bridge in the background; `batchStartup` waits."""
+        """Start the daemons and the bridge in the background; `batchStartup` waits.
+
+        A script in the switch's namespace, started straight from here (not through the
+        node's shell, a round trip that waits on the shell under load), from a copy of an
+        empty database made once per run: at 10x the default topology, 11 processes a switch
+        and a shell round trip took 11.8 s of 17.6 s starting 190 switches.
+        """
         d = self.ovs_dir
         d.mkdir(parents=True, exist_ok=True)
-        (d / "ready").unlink(missing_ok=True)
+        shutil.copyfile(_empty_database(d.parent), d / "conf.db")
         env = f"OVS_RUNDIR={d} OVS_LOGDIR={d} OVS_DBDIR={d}"
         if ALLOCATOR:
             env += f" LD_PRELOAD={ALLOCATOR}"
@@ -84,20 +94,20 @@ class NamespacedOVSSwitch(Switch):
         for intf in ports:
             bridge += (f" -- add-port {self.name} {intf}"
                        f" -- set interface {intf} ofport_request={self.ports[intf]}")
+        up = "\\n".join(f"link set dev {intf} up" for intf in ["lo", *ports])
         steps = [
-            "ip link set dev lo up",
-            *(f"ip link set dev {intf} up" for intf in ports),
-            f"ovsdb-tool create {d}/conf.db {SCHEMA}",
+            f"printf '{up}\\n' | ip -batch -",
             f"{env} ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock --pidfile={d}/ovsdb.pid"
             f" --unixctl={d}/ovsdb.ctl --log-file={d}/ovsdb.log --detach --no-chdir",
-            f"ovs-vsctl --db={self.db} --no-wait init",
             f"{env} ovs-vswitchd {self.db} --pidfile={d}/vswitchd.pid --unixctl={d}/vswitchd.ctl"
             f" --log-file={d}/vswitchd.log --detach --no-chdir -vconsole:off",
             bridge,
-            f"touch {d}/ready",
         ]
-        script = " && ".join(steps)
-        self.cmd(f"( {script} ) > {d}/start.log 2>&1 || touch {d}/failed &")
+        (d / "start.sh").write_text("set -e\n" + "".join(step + "\n" for step in steps))
+        with open(d / "start.log", "wb") as log:
+            self.starter = subprocess.Popen(["mnexec", "-a", str(self.pid), "sh", str(d / "start.sh")],
+                                            stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT)
 
     @classmethod
     def batchStartup(cls, switches, run=None):
@@ -106,12 +116,14 @@ class NamespacedOVSSwitch(Switch):
         waiting = list(switches)
         while waiting:
             for sw in list(waiting):
-                if (sw.ovs_dir / "failed").exists():
+                code = sw.starter.poll()
+                if code is None:
+                    continue
+                waiting.remove(sw)
+                if code != 0:
                     log = (sw.ovs_dir / "start.log").read_text(errors="replace").strip()
                     raise RuntimeError(f"switch {sw.name} did not start: "
                                        f"{log.splitlines()[-1] if log else 'no log'}")
-                if (sw.ovs_dir / "ready").exists():
-                    waiting.remove(sw)
             if waiting and time.monotonic() > deadline:
                 raise RuntimeError(f"switches not ready after {START_TIMEOUT_S} s: "
                                    f"{', '.join(s.name for s in waiting)}")
@@ -140,3 +152,18 @@ class NamespacedOVSSwitch(Switch):
     def stop(self, deleteIntfs=True):
         """The daemons and the shell go; the namespace, and with it the ports, go too."""
         self.terminate()
+
+
+def _empty_database(ovs_dir: Path) -> Path:
+    """An Open vSwitch database with its root record, made once per run for every switch."""
+    path = ovs_dir / "empty.db"
+    if not path.exists():
+        made = ovs_dir / "empty.db.new"
+        made.unlink(missing_ok=True)
+        subprocess.run(["ovsdb-tool", "create", str(made), SCHEMA], check=True,
+                       capture_output=True, timeout=30)
+        subprocess.run(["ovsdb-tool", "transact", str(made), json.dumps(
+            ["Open_vSwitch", {"op": "insert", "table": "Open_vSwitch", "row": {}}])],
+                       check=True, capture_output=True, timeout=30)
+        made.rename(path)
+    return path

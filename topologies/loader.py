@@ -16,9 +16,9 @@ from typing import Any, Callable
 import yaml
 
 from topologies.model import (HOST_ROLES, LAB_PREFIX, MAX_DELAY_MS, MAX_PORTS_PER_SITE,
-                              NAME_PATTERN, NAME_RULE, SITE_KINDS, Host, Link, LinkClass, Site,
+                              MAX_SITES, NAME_PATTERN, NAME_RULE, SITE_KINDS, Host, Link, LinkClass, Site,
                               Schedule, Topology, TopologyError, derived_delay_ms,
-                              great_circle_km)
+                              great_circle_km, host_ip, host_mac)
 from topologies.trace import load_trace
 
 
@@ -235,8 +235,8 @@ def _parse_sites(file: str, top: _Reader) -> dict[str, Site]:
             datacenter=r.get("datacenter", str, required=True) if kind in relations else None,
             region=r.get("region", str, required=True) if kind in relations else None,
         )
-    if len(sites) > 254:
-        top.fail("sites", "at most 254 sites (one /16 of 10.0.0.0/8 each)")
+    if len(sites) > MAX_SITES:
+        top.fail("sites", f"at most {MAX_SITES} sites (the hosts' address plan, topologies.model)")
     for i, site in enumerate(sites.values()):
         for key, wanted in (("datacenter", "datacenter"), ("region", "region")):
             ref = getattr(site, key)
@@ -337,8 +337,7 @@ def _parse_hosts(file: str, top: _Reader, sites: dict[str, Site]) -> dict[str, H
             r.fail("role", f"{role!r} is not one of {', '.join(HOST_ROLES)}")
         n = per_site[site] = per_site.get(site, 0) + 1
         s = sites[site].index
-        hosts[name] = Host(name=name, site=site, role=role, ip=f"10.{s}.0.{n}",
-                           mac=f"02:4c:00:00:{s:02x}:{n:02x}")
+        hosts[name] = Host(name=name, site=site, role=role, ip=host_ip(s, n), mac=host_mac(s, n))
     for role in ("db-primary",):
         if sum(h.role == role for h in hosts.values()) > 1:
             top.fail("hosts", f"at most one host may have role {role}")

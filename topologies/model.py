@@ -28,6 +28,25 @@ NAME_RULE = "must be 1-7 lowercase letters or digits, starting with a letter"
 LAB_PREFIX = "hl"  # every switch and root-namespace interface of the lab starts with this
 MAX_PORTS_PER_SITE = 99  # "-eth<N>" leaves room for two digits
 
+# Hosts' addresses: the n-th host of site s is 10.a.b.n, a = (s - 1) % 254 + 1 and
+# b = 2 * ((s - 1) // 254), so sites 1-254 have 10.s.0.n and later ones take the same second
+# octets again with the next even third one. The odd third octet above (b + 1) holds hosts'
+# second addresses (controllers.services.service_address); 10.0.x.x is left to services.
+SITES_PER_BLOCK = 254
+MAX_SITES = SITES_PER_BLOCK * 128
+
+
+def host_ip(site_index: int, n: int) -> str:
+    """The address of site `site_index`'s n-th host (both 1-based)."""
+    block, a = divmod(site_index - 1, SITES_PER_BLOCK)
+    return f"10.{a + 1}.{2 * block}.{n}"
+
+
+def host_mac(site_index: int, n: int) -> str:
+    """A locally administered MAC unique per site and host (02:4c:00:00:s:n up to site 255)."""
+    return f"02:4c:00:{site_index >> 8:02x}:{site_index & 0xFF:02x}:{n:02x}"
+
+
 FIBER_MS_PER_KM = 0.0049  # ~4.9 us per km one way (refractive index ~1.468)
 EARTH_RADIUS_KM = 6371.0
 MAX_DELAY_MS = 10_000.0

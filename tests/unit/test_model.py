@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import math
 
 import pytest
 import yaml
 
+from controllers.services import service_address
 from tests.helpers import DEFAULT_TOPOLOGY, run_lab
-from topologies.model import LinkClass, TopologyError, derived_delay_ms, great_circle_km
+from topologies.model import (LinkClass, TopologyError, derived_delay_ms, great_circle_km,
+                              host_ip, host_mac)
 from topologies.loader import load, parse
 
 BASE = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
@@ -95,6 +98,30 @@ def test_addresses_are_per_site():
     assert topo.hosts["mono1"].ip == "10.1.0.2"
     assert topo.hosts["pg2"].ip == "10.2.0.1"
     assert len({h.mac for h in topo.hosts.values()}) == len(topo.hosts)
+
+
+def test_the_first_254_sites_keep_their_addresses():
+    for s in range(1, 255):
+        for n in (1, 99):
+            assert host_ip(s, n) == f"10.{s}.0.{n}"
+            assert host_mac(s, n) == f"02:4c:00:00:{s:02x}:{n:02x}"
+
+
+def test_a_thousand_sites_get_unique_addresses_clear_of_services():
+    data = {"name": "big", "link_classes": BASE["link_classes"],
+            "sites": [{"name": f"s{i}", "kind": "clinic", "lat": 0, "lon": i / 10}
+                      for i in range(1000)],
+            "links": [],
+            "hosts": [{"name": f"h{i}x{n}", "site": f"s{i}", "role": "db-standby"}
+                      for i in range(1000) for n in (1, 2)]}
+    hosts = list(parse(data).hosts.values())
+    own = [ipaddress.IPv4Address(h.ip) for h in hosts]
+    second = [ipaddress.IPv4Address(service_address(h)) for h in hosts]
+    assert len(set(own) | set(second)) == 2 * len(hosts)
+    assert all(a in ipaddress.ip_network("10.0.0.0/8") and a.packed[1] != 0 for a in own + second)
+    assert (hosts[-1].ip, hosts[-1].mac) == ("10.238.6.2", "02:4c:00:03:e8:02")  # site 1000
+    assert len({h.mac for h in hosts}) == len(hosts)
+    assert all(int(h.mac.split(":")[0], 16) & 3 == 2 for h in hosts)  # unicast, local
 
 
 # -- validation: one test per kind of error, each naming the field ------------------------
