@@ -25,7 +25,7 @@ from mininet.node import OVSSwitch, RemoteController
 from lab import calibration_cache, cleanup
 from lab.calibration import calibrate
 from lab.capabilities import Capabilities, detect, run
-from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend
+from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend, resolve_core
 from lab.forwarding import Forwarding, ForwardingError
 from lab.links import LabLink
 from lab.nsswitch import NamespacedOVSSwitch
@@ -78,13 +78,14 @@ class Lab:
     """One running lab: `with Lab(topology) as lab:` brings it up and always tears it down."""
 
     def __init__(self, topology: Topology, forwarding: Forwarding, links: str = "auto",
-                 calibrate: bool = True, recalibrate: bool = False,
+                 core: str = "auto", calibrate: bool = True, recalibrate: bool = False,
                  caps: Capabilities | None = None, log=print):
         self.topology = topology
         self.forwarding = forwarding
         self.caps = caps or detect()
         try:
             self.backend = resolve_backend(links, self.caps)
+            self.core = resolve_core(core)
         except EmulationError as exc:
             raise LabError(str(exc)) from None
         self.calibrate = calibrate
@@ -200,7 +201,7 @@ class Lab:
         self._configure_interfaces()
         self.net.start()
         self._raise_switches()
-        self.emulation = LinkEmulation(self.backend, self._emulated_links(), run_dir())
+        self.emulation = LinkEmulation(self.backend, self._emulated_links(), run_dir(), self.core)
 
     def _vital_parts(self) -> list:
         """What must stay alive for the network to be the one the lab claims (lab.watch)."""
