@@ -337,15 +337,20 @@ class PythonCore:
                 return
 
 
+def make_core(name: str) -> PythonCore | delaycore.CompiledCore:
+    """The forwarding core `name` ("compiled" or "python"), with this module's constants."""
+    if name == "compiled":
+        return delaycore.CompiledCore(CHAIN_LIMIT, CHAIN_MEMORY, LATE_THRESHOLD, CLOCK_SANITY, DRAIN_BATCH)
+    return PythonCore()
+
+
 class DelayLine:
     """The process: its links and sockets, one core that forwards, signals and statistics."""
 
     def __init__(self, config_path: str, stats_path: str | None, core: str) -> None:
         self.config_path = config_path
         self.stats_path = stats_path
-        self.core: PythonCore | delaycore.CompiledCore = (
-            delaycore.CompiledCore(CHAIN_LIMIT, CHAIN_MEMORY, LATE_THRESHOLD, CLOCK_SANITY, DRAIN_BATCH)
-            if core == "compiled" else PythonCore())
+        self.core = make_core(core)
         # name -> (spec, the core's index, socket a, socket b)
         self.links: dict[str, tuple[LinkSpec, int, socket.socket, socket.socket]] = {}
         self.rx_overflow: dict[str, list[int]] = {}
