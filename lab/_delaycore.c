@@ -27,12 +27,16 @@
 #define RECV_BATCH 32
 #define MAX_EVENTS 256
 #define CONTROL_LEN 64
+/* After a frame this large, read one at a time: a batch of 64 KiB GSO frames takes
+ * hundreds of microseconds to copy and send, and other links' deadlines must not wait. */
+#define BIG_FRAME 4096
 
 typedef struct Link Link;
 
 typedef struct {
     Link *link;
     int inp, out;
+    int big; /* the last frame read was larger than BIG_FRAME */
     double last_due, late_sum, late_max;
     long long queued, forwarded, lost, dropped, tx_errors, truncated, before_start, chained,
         late_over;
@@ -319,7 +323,7 @@ static void drain(Core *c, Dir *dir) {
     Link *link = dir->link;
     int budget = c->drain_batch;
     while (budget > 0) {
-        int want = budget < RECV_BATCH ? budget : RECV_BATCH;
+        int want = dir->big ? 1 : budget < RECV_BATCH ? budget : RECV_BATCH;
         for (int i = 0; i < want; i++) {
             c->rx[i].msg_hdr.msg_controllen = CONTROL_LEN;
             c->rx[i].msg_hdr.msg_flags = 0;
@@ -337,6 +341,7 @@ static void drain(Core *c, Dir *dir) {
             struct msghdr *msg = &c->rx[i].msg_hdr;
             uint8_t *frame = c->rx_iov[i].iov_base;
             uint32_t len = c->rx[i].msg_len;
+            dir->big = len > BIG_FRAME;
             if (msg->msg_flags & MSG_TRUNC) {
                 dir->truncated++;
                 continue;
