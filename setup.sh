@@ -45,6 +45,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
+# The delay line's compiled core (lab/_delaycore.c, lab.delaycore); without it the delay
+# line forwards in Python, slower ('lab doctor' says which one the lab uses).
+py_include=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+core_so=lab/_delaycore$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+if [ ! -f "$core_so" ] || [ lab/_delaycore.c -nt "$core_so" ]; then
+    echo "setup: building the delay line's compiled core ($core_so)"
+    gcc -O2 -Wall -Werror -shared -fPIC -I"$py_include" lab/_delaycore.c -o "$core_so.tmp"
+    mv "$core_so.tmp" "$core_so"
+fi
+
 if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
     echo "setup: starting Open vSwitch"
     /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true

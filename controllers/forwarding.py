@@ -203,7 +203,7 @@ def make_lab(topology: Topology, controller: str = "builtin", strategy: str = DE
 
     services: a services file for the builtin controller (None: from the hosts' roles);
     measured_delays: it routes by the delays it measures where they clearly differ.
-    lab_options: the Lab's own (links, calibrate, caps, log). ValueError for a bad CONTROLLER.
+    lab_options: the Lab's own (links, core, calibrate, caps, log). ValueError for a bad CONTROLLER.
     """
     return Lab(topology, forwarding_for(controller, topology, strategy, ofp_port, rest_port,
                                         services, measured_delays), **lab_options)

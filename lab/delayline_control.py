@@ -29,6 +29,8 @@ from lab.procs import child_env, stop_process
 # a ms; a congested HTB queue is milliseconds, and stays the link's): lab.delayline.
 CHAIN_LIMIT = 0.5e-3
 CONFIG_EXIT = 2
+# The delay line's forwarding cores (lab.delaycore): auto takes the compiled one when built.
+CORES = ("auto", "compiled", "python")
 
 
 class ConfigError(ValueError):
@@ -167,16 +169,17 @@ def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def start(config_path: str | os.PathLike[str], stats_path: str | os.PathLike[str] | None,
           ready_path: str | os.PathLike[str], timeout: float = 5.0,
-          log_path: str | os.PathLike[str] | None = None) -> subprocess.Popen:
+          log_path: str | os.PathLike[str] | None = None, core: str = "auto") -> subprocess.Popen:
     """Start the delay line and return once it forwards (its ready file exists).
 
     stderr goes to log_path (default: CONFIG with suffix .log), never to a pipe
-    nobody reads, which would eventually block the forwarding loop.
+    nobody reads, which would eventually block the forwarding loop. core: one of CORES.
     """
     ready = Path(ready_path)
     ready.unlink(missing_ok=True)
     log = Path(log_path) if log_path else Path(config_path).with_suffix(".log")
-    cmd = [sys.executable, "-m", "lab.delayline", "--config", str(config_path), "--ready", str(ready)]
+    cmd = [sys.executable, "-m", "lab.delayline", "--config", str(config_path), "--ready", str(ready),
+           "--core", core]
     if stats_path:
         cmd += ["--stats", str(stats_path)]
     with open(log, "ab") as log_file:

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab import delaycore
 from lab import delayline_control as delayline
 from lab.capabilities import Capabilities
 from lab.links import delay_line_ends
@@ -60,6 +61,16 @@ def resolve_backend(requested: str, caps: Capabilities) -> str:
         raise EmulationError("--links netem: this kernel has no sch_netem (see 'lab doctor'); "
                              "use --links userspace")
     return requested
+
+
+def resolve_core(requested: str) -> str:
+    """The delay line's core: `compiled` must be built (setup.sh); `auto` falls back to python."""
+    if requested not in delayline.CORES:
+        raise EmulationError(f"unknown delay-line core {requested!r} (choose from {', '.join(delayline.CORES)})")
+    try:
+        return delaycore.resolve(requested)
+    except delaycore.CoreMissing as exc:
+        raise EmulationError(str(exc)) from None
 
 
 def _ms(value: float) -> str:
@@ -131,8 +142,9 @@ def netem_commands(ifname: str, link: EmulatedLink) -> list[list[str]]:
 class LinkEmulation:
     """Applies every link's parameters with one backend, and changes holds after calibration."""
 
-    def __init__(self, backend: str, links: list[EmulatedLink], workdir: Path):
+    def __init__(self, backend: str, links: list[EmulatedLink], workdir: Path, core: str = "auto"):
         self.backend = backend
+        self.core = core  # the delay line's (lab.delaycore), userspace backend only
         self.links = links
         self.workdir = workdir
         self.process: subprocess.Popen | None = None
@@ -161,7 +173,8 @@ class LinkEmulation:
             delayline.write_config(self.config_path, self._specs())
             try:
                 self.process = delayline.start(self.config_path, self.stats_path,
-                                               self.workdir / "delayline.ready", timeout=30)
+                                               self.workdir / "delayline.ready", timeout=30,
+                                               core=self.core)
             except delayline.DelayLineError as exc:
                 raise EmulationError(str(exc)) from None
 

@@ -26,7 +26,7 @@ from mininet.node import OVSSwitch, RemoteController
 from lab import calibration_cache, cleanup
 from lab.calibration import calibrate
 from lab.capabilities import Capabilities, detect, run
-from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend
+from lab.emulation import EmulatedLink, EmulationError, LinkEmulation, resolve_backend, resolve_core
 from lab.forwarding import Forwarding, ForwardingError
 from lab.links import LabHost, LabLink, VethBatch
 from lab.nsswitch import NamespacedOVSSwitch
@@ -109,13 +109,14 @@ class Lab:
     """One running lab: `with Lab(topology) as lab:` brings it up and always tears it down."""
 
     def __init__(self, topology: Topology, forwarding: Forwarding, links: str = "auto",
-                 calibrate: bool = True, recalibrate: bool = False,
+                 core: str = "auto", calibrate: bool = True, recalibrate: bool = False,
                  caps: Capabilities | None = None, log=print):
         self.topology = topology
         self.forwarding = forwarding
         self.caps = caps or detect()
         try:
             self.backend = resolve_backend(links, self.caps)
+            self.core = resolve_core(core)
         except EmulationError as exc:
             raise LabError(str(exc)) from None
         self.calibrate = calibrate
@@ -235,7 +236,7 @@ class Lab:
             self.net.start()
         with step("switch priority"):
             self._raise_switches()
-        self.emulation = LinkEmulation(self.backend, self._emulated_links(), run_dir())
+        self.emulation = LinkEmulation(self.backend, self._emulated_links(), run_dir(), self.core)
 
     def _vital_parts(self) -> list:
         """What must stay alive for the network to be the one the lab claims (lab.watch)."""

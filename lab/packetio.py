@@ -4,17 +4,17 @@ AF_PACKET sockets with PACKET_VNET_HDR (offloaded TCP/UDP frames keep their part
 checksums and GSO metadata: without it they leave with bad checksums), our own
 transmissions hidden (PACKET_IGNORE_OUTGOING), kernel receive timestamps (SO_TIMESTAMPNS)
 as the time base, small forced buffers; timer slack 1 ns, SCHED_FIFO 1, and the measured
-wake-up lead of select().
+wake-up lead of the forwarding loop's wait.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import select
 import socket
 import struct
 import time
+from typing import Callable
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -94,13 +94,14 @@ def set_realtime() -> bool:
         return False
 
 
-def calibrate_lead(samples: int = 300, sleep: float = 200e-6) -> float:
-    """Measure how late select() wakes up; the loop wakes this much before a deadline."""
+def calibrate_lead(wait: Callable[[float], object], samples: int = 300, sleep: float = 200e-6) -> float:
+    """Measure how late `wait(sleep)` (the loop's own wait) wakes up; the loop wakes this much
+    before a deadline."""
     late = []
     clock = time.time
     for _ in range(samples):
         t0 = clock()
-        select.select([], [], [], sleep)
+        wait(sleep)
         late.append(clock() - t0 - sleep)
     late.sort()
     p90 = late[int(len(late) * 0.9)]

@@ -19,6 +19,7 @@ from lab.cli.running import cmd_controller, cmd_run, cmd_up, cmd_verify
 from lab.cli.sweep import cmd_sweep
 from lab.cli.topo import cmd_cleanup, cmd_doctor, cmd_topo_check, cmd_topo_show
 from lab.cli.trace import add_trace_commands
+from lab.delayline_control import CORES
 from lab.emulation import CHOICES
 from lab.links import LinkParamError
 from lab.network import LabError
@@ -54,6 +55,9 @@ def _lab_options(p) -> None:
     p.add_argument("--links", default="auto", choices=CHOICES,
                    help="link emulation: netem where the kernel has it, else the "
                         "userspace delay line (default: %(default)s)")
+    p.add_argument("--core", default="auto", choices=CORES,
+                   help="the userspace delay line's forwarding core: compiled (built by setup.sh), "
+                        "python, or auto: compiled when built (default: %(default)s)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="do not measure and subtract the switching fabric's own latency")
     p.add_argument("--recalibrate", action="store_true",

@@ -47,7 +47,7 @@ def cmd_bench_db(args) -> int:
     """Database access paths from every placement to the lab's PostgreSQL."""
     from measurements.dbbench import run_db_bench
 
-    factory = partial(make_lab, controller=args.controller, links=args.links,
+    factory = partial(make_lab, controller=args.controller, links=args.links, core=args.core,
                       strategy=args.strategy, calibrate=not args.no_calibrate, recalibrate=args.recalibrate)
     try:
         with ConsoleProgress() as progress:
@@ -67,7 +67,7 @@ def cmd_compare(args) -> int:
     """Strategies under normal operation and failures; the report at the end."""
     from measurements.compare import run_compare
 
-    factory = partial(make_lab, controller=args.controller, links=args.links,
+    factory = partial(make_lab, controller=args.controller, links=args.links, core=args.core,
                       calibrate=not args.no_calibrate, recalibrate=args.recalibrate)
     try:
         with ConsoleProgress() as progress:

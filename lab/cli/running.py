@@ -26,8 +26,8 @@ def _bring_up(args):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     topo = load(args.topology)
-    lab = make_lab(topo, controller=args.controller, links=args.links, strategy=args.strategy,
-                   calibrate=not args.no_calibrate, recalibrate=args.recalibrate,
+    lab = make_lab(topo, controller=args.controller, links=args.links, core=args.core,
+                   strategy=args.strategy, calibrate=not args.no_calibrate, recalibrate=args.recalibrate,
                    measured_delays=getattr(args, "measured_delays", False))
     console.print(f"bringing up [bold]{topo.name}[/] ({len(topo.sites)} sites, "
                   f"{len(topo.links)} links, {len(topo.hosts)} hosts): OVS datapath "

@@ -8,6 +8,7 @@ import sys
 from rich.table import Table
 
 from lab import cleanup as cleanup_mod
+from lab import delaycore
 from lab.capabilities import detect
 from lab.cli.output import console, fmt
 from lab.nsswitch import ALLOCATOR
@@ -60,6 +61,9 @@ def cmd_doctor(args) -> int:
     table.add_row("kernel", caps.kernel, "")
     table.add_row("sch_netem (tc qdisc netem)", yes(caps.netem),
                   f"link emulation: {caps.link_backend}")
+    table.add_row("compiled delay-line core (lab/_delaycore.c)", yes(delaycore.MISSING is None),
+                  f"delay-line core: {delaycore.resolve('auto')}"
+                  + ("" if delaycore.MISSING is None else ": run ./setup.sh"))
     table.add_row("OVS kernel datapath (openvswitch module)", yes(caps.ovs_kernel),
                   f"OVS datapath: {caps.datapath}")
     table.add_row("Open vSwitch running", yes(caps.ovs_running) + f" {caps.ovs or ''}",

@@ -83,8 +83,8 @@ class Lab:
         return delay_line_counters(self.proc, self.stats)["l1"]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+@pytest.fixture(scope="module", params=["compiled", "python"])
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     net = ScratchNetwork((NS_A, NS_B), ("dlt1a", "dlt1b"))
     lab = Lab(tmp_path_factory.mktemp("delayline"))
     try:
@@ -95,7 +95,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", inner)
         pin_neighbours((NS_A, "a0", IP_A), (NS_B, "b0", IP_B))
         delayline.write_config(lab.config, [lab.spec])
-        lab.proc = delayline.start(lab.config, lab.stats, lab.ready)
+        lab.proc = delayline.start(lab.config, lab.stats, lab.ready, core=request.param)
+        # The core asked for is the one forwarding (no silent fallback to Python).
+        assert delayline.read_stats(lab.stats)["core"] == request.param
         yield lab
     finally:
         if lab.proc is not None:

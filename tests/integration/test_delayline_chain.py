@@ -72,8 +72,8 @@ class Chain:
         return statistics.median(rtts)
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+@pytest.fixture(scope="module", params=["compiled", "python"])
+def chain(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     net = ScratchNetwork((NS_A, NS_B, NS_S), DEVICES)
     chain = Chain(tmp_path_factory.mktemp("chain"))
     try:
@@ -90,7 +90,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
         pin_neighbours((NS_A, "a0", IP_A), (NS_B, "b0", IP_B))
         delayline.write_config(chain.config, Chain.specs({"hold_ms": 0.0}, {"hold_ms": 0.0}))
-        chain.proc = delayline.start(chain.config, chain.stats, chain.config.with_suffix(".ready"))
+        chain.proc = delayline.start(chain.config, chain.stats, chain.config.with_suffix(".ready"),
+                                     core=request.param)
+        assert delayline.read_stats(chain.stats)["core"] == request.param
         yield chain
     finally:
         if chain.proc is not None:
