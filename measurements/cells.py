@@ -24,7 +24,7 @@ from lab.files import open_append, write_json
 from lab.health import HealthWatch
 from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
-from measurements import congestion
+from measurements import congestion, cpuparts
 from measurements.dbbench import placements_of
 from measurements.dbworkload import DbBenchError, DbWorkload, WorkerPool
 from measurements.dr import Recovery
@@ -300,6 +300,7 @@ class CompareRun:
             {k: v for k, v in record["choices_before"].items() if k in probed})
         paths_before = ctl.get("paths")["paths"]
         health_start = self.health.mark()
+        cpu_start, cpu_t0 = cpuparts.snapshot(), time.monotonic()
         raw = self.scratch / "requests.jsonl"
         drops_before = self._db_listen_drops()
         prober = self._start_probe(raw)
@@ -315,6 +316,9 @@ class CompareRun:
             else:
                 db_rows += self._failure(scenario, strategy, record, cut_off, writers, step)
         finally:
+            # Before the probes and writers stop: a process's CPU is read while it lives.
+            record["cpu"] = cpuparts.used(cpu_start, cpuparts.snapshot(),
+                                          time.monotonic() - cpu_t0)
             code = self._stop_probe(prober)
             no_data: dict = {}
             written = self._writer_requests(writers, no_data)

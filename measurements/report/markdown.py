@@ -70,6 +70,26 @@ def _health(cells: list[dict]) -> list[str]:
             lines.append(f"- {c['scenario']} / {c['strategy']}: kept up over the cell, but "
                          f"not in {len(c['health']['unhealthy_spans'])} second(s); flagged "
                          f"samples: {flagged}.")
+    return lines + _cpu(cells)
+
+
+def _cpu(cells: list[dict]) -> list[str]:
+    """Where the CPU went: each part's CPU seconds per cell, the emulator's beside the rest."""
+    measured = [c for c in cells if c.get("cpu")]
+    if not measured:
+        return []
+    parts = list(dict.fromkeys(p for c in measured for p in c["cpu"]["cpu_s"]))
+    lines = ["", "CPU seconds per part and cell (measurements/cpuparts.py; the machine has "
+             f"{measured[0]['cpu']['cores']} cores), and the emulator's and the rest's share "
+             "of the machine:", "",
+             "| cell | s | " + " | ".join(parts) + " | emulator % | workload % |",
+             "|---|---:|" + "---:|" * (len(parts) + 2)]
+    for c in measured:
+        cpu = c["cpu"]
+        lines.append(f"| {c['scenario']} / {c['strategy']} | {cpu['seconds']:.0f} | "
+                     + " | ".join(number(cpu["cpu_s"].get(p), 1) for p in parts)
+                     + f" | {number(cpu['machine_share_pct']['emulator'], 0)} | "
+                     f"{number(cpu['machine_share_pct']['workload'], 0)} |")
     return lines
 
 

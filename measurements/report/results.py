@@ -179,7 +179,8 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict,
                                            and quiet(r, busy)])["p50_ms"]
                                for src in dict.fromkeys(r["src"] for r in services)},
             "expected_rtt_ms": cell.get("expected_rtt_ms"),
-            "health": _health(cell.get("health"), reqs, db)}
+            "health": _health(cell.get("health"), reqs, db),
+            "cpu": cell.get("cpu")}
 
 
 def _health(health: dict | None, reqs: list[dict], db: list[dict]) -> dict | None:
