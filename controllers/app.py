@@ -127,17 +127,12 @@ class HybridLabApp(app_manager.OSKenApp):
         if len(data) < 14 or int.from_bytes(data[12:14], "big") != ETH_TYPE_PROBE:
             return
         with self.lock:
-            before = set(self.core.probe_down)
-            changes = self.core.probe_in(msg.datapath.id, msg.match["in_port"], data, ev.timestamp)
-            self._send_changes(changes)
-            self._log_probe_verdicts(before)
+            self._send_round(self.core.probe_in(msg.datapath.id, msg.match["in_port"], data, ev.timestamp))
 
     @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
     def echo_reply(self, ev):
         with self.lock:
-            before = set(self.core.probe_down)
-            self._send_changes(self.core.echo_replied(ev.msg.datapath.id, ev.msg.xid, ev.timestamp))
-            self._log_probe_verdicts(before)
+            self.core.echo_replied(ev.msg.datapath.id, ev.msg.xid, ev.timestamp)
 
     # Timer: probes, echo requests, silent failures
 
@@ -150,7 +145,7 @@ class HybridLabApp(app_manager.OSKenApp):
                 self._send_changes(changes)
                 self._log_probe_verdicts(before)
                 self._send_round(round_)
-            hub.sleep(self.core.options.probe_interval_s)
+            hub.sleep(self.core.options.tick_s)
 
     def _own_cpu_s(self) -> float:
         """The controller's CPU time so far, without what answering the REST API took (a
