@@ -107,6 +107,8 @@ class RoutingCore:
         return self.monitor.next_round(now, cpu_s, self.options.tick_s), changes
 
     def _check_silent(self, now: float) -> list[FlowChanges]:
+        if not self.monitor.heard:
+            return []
         silent = self.monitor.silent()
         if silent == self.probe_down:
             return []

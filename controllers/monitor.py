@@ -172,7 +172,10 @@ class DelayMonitor:
         self._undrained: dict[int, list[tuple[float, float]]] = {}  # dpid -> (arrival, due)
         self._drains: set[int] = set()  # dpids that should get an echo request now
         self.suspects: set[tuple[int, int]] = set()  # directions with a proven loss, not down
-        self._rushed: set[tuple[int, int]] = set()  # suspects at the last round
+        self._rushed = False  # whether there were suspects at the last round
+        # Whether anything came back since `silent` last looked: its answer can change only
+        # then (a new round adds only probes not proven lost).
+        self.heard = True
         self.state = {key: _DirectionState() for key in self.directions}
         self.rtt_s: dict[int, float] = {}
         self.echo_ok: dict[int, float] = {}  # dpid -> send time of the latest answered echo
@@ -180,6 +183,10 @@ class DelayMonitor:
         # on the same connection) are in its tables from then on.
         self.ready_at: dict[int, float] = {}
         self._echo_pending: dict[tuple[int, int], float] = {}
+        # (dpid, xid) of pending drain echoes: they wait behind no probes, so they keep no
+        # switch from its next round
+        self._drain_pending: set[tuple[int, int]] = set()
+        self._draining: set[int] = set()  # dpids whose drain echo is about to be sent
         self._pending: dict[int, tuple[tuple[int, int], float]] = {}
         self._seq = 0
         self._last_round: tuple[float, float] | None = None  # (now, CPU time) at the last round
@@ -197,12 +204,11 @@ class DelayMonitor:
 
     @property
     def fast_period_s(self) -> float:
-        """Time between rounds while a direction is suspect: long enough for the next round
-        to prove the probe lost of the suspect that needs the least, at most four rounds an
-        interval, and never below what the slowest switch allows."""
+        """Time between rounds while a direction is suspect (a few rounds): long enough for
+        the next round to prove lost the probe of the suspect that needs the least, and at
+        most four rounds an interval."""
         gap = min((self._proof_gap(key) for key in self.suspects), default=self.interval_s)
-        slowest = 2 * max(self.rtt_s.values(), default=0.0)
-        return min(self.period_s, max(gap, self.interval_s / 4, slowest))
+        return min(self.period_s, max(gap, self.interval_s / 4))
 
     def _proof_gap(self, key: tuple[int, int]) -> float:
         """How much later than a probe of this direction a witness must be sent to be due
@@ -229,12 +235,14 @@ class DelayMonitor:
 
     def switch_disconnected(self, dpid: int) -> None:
         self.connected.discard(dpid)
+        self.heard = True
         self.rtt_s.pop(dpid, None)
         self.echo_ok.pop(dpid, None)
         self.ready_at.pop(dpid, None)
         self.heard_due.pop(dpid, None)
         self._undrained.pop(dpid, None)
         self._drains.discard(dpid)
+        self._drain_pending = {k for k in self._drain_pending if k[0] != dpid}
         self._echo_pending = {k: t for k, t in self._echo_pending.items() if k[0] != dpid}
         for key, d in self.directions.items():
             if dpid in (d.src_dpid, d.dst_dpid):
@@ -250,7 +258,7 @@ class DelayMonitor:
         (up to `wait_s`, then it is asked again).
         """
         last = self._last_round
-        if self.suspects - self._rushed:  # a new suspect: its next probe goes out now
+        if self.suspects and not self._rushed:  # the first suspect: its next probe goes now
             period = 0.0
         else:
             period = self.fast_period_s if self.suspects else self.period_s
@@ -259,14 +267,15 @@ class DelayMonitor:
         wait = self.wait_s
         self._pending = {s: p for s, p in self._pending.items() if now - p[1] < wait}
         self._echo_pending = {k: t for k, t in self._echo_pending.items() if now - t < wait}
-        busy = {dpid for dpid, _ in self._echo_pending}
+        self._drain_pending &= self._echo_pending.keys()
+        busy = {dpid for dpid, xid in self._echo_pending if (dpid, xid) not in self._drain_pending}
         ready = sorted(self.connected - busy)
         if not ready:
             return Round()
         if last is not None:  # averaged over about 4 rounds: a reroute's cost passes
             self.round_cpu_s += (cpu_s - last[1] - self.round_cpu_s) / 4
         self._last_round = (now, cpu_s)
-        self._rushed = set(self.suspects)
+        self._rushed = bool(self.suspects)
         probes = []
         for key, st in self.state.items():
             d = self.directions[key]
@@ -280,18 +289,24 @@ class DelayMonitor:
 
     def drains(self) -> Round:
         """Echo requests to send now: to switches that returned a witness (see above)."""
-        busy = {dpid for dpid, _ in self._echo_pending}
-        echoes = sorted(self._drains - busy)
+        waiting = {dpid for dpid, _ in self._echo_pending}
+        echoes = sorted(self._drains - waiting)
         self._drains.clear()
+        self._draining = set(echoes)
         return Round([], echoes)
 
     def echo_sent(self, dpid: int, xid: int, now: float) -> None:
         self._echo_pending[(dpid, xid)] = now
+        if dpid in self._draining:
+            self._draining.discard(dpid)
+            self._drain_pending.add((dpid, xid))
 
     def echo_replied(self, dpid: int, xid: int, now: float) -> None:
         sent = self._echo_pending.pop((dpid, xid), None)
+        self._drain_pending.discard((dpid, xid))
         if sent is None:
             return
+        self.heard = True
         self.rtt_s[dpid] = now - sent
         self.echo_ok[dpid] = max(self.echo_ok.get(dpid, sent), sent)
         self.ready_at.setdefault(dpid, sent)
@@ -322,6 +337,7 @@ class DelayMonitor:
         echo = self.rtt_s.get(d.dst_dpid, 0.0)
         self.lateness_s.append(max(0.0, now - sent - self.delay_s[key] - echo))
         st.last_rx = now
+        self.heard = True
         while st.unanswered and st.unanswered[0].at <= sent:  # it and the probes before it
             st.unanswered.popleft()
         due = sent + self.delay_s[key] - 3 * self.jitter_s[key]
@@ -346,6 +362,7 @@ class DelayMonitor:
         counting only probes sent once both switches had their flows (and, until the
         direction was first heard from, STARTUP_GRACE_S more). Directions with fewer proven
         losses become `suspects`."""
+        self.heard = False
         quiet, lost = set(), {}
         for key, st in self.state.items():
             if not st.unanswered or st.started is None:
