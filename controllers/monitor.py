@@ -360,8 +360,8 @@ class DelayMonitor:
     def silent(self) -> set[frozenset[str]]:
         """Links with a direction that lost `misses` probes in a row (see `_proven`),
         counting only probes sent once both switches had their flows (and, until the
-        direction was first heard from, STARTUP_GRACE_S more). Directions with fewer proven
-        losses become `suspects`."""
+        direction was first heard from, STARTUP_GRACE_S more), and the links of a cut-off
+        switch (`_cut_off`). Directions with fewer proven losses become `suspects`."""
         self.heard = False
         quiet, lost = set(), {}
         for key, st in self.state.items():
@@ -374,12 +374,30 @@ class DelayMonitor:
             if st.last_rx is None:
                 ready += STARTUP_GRACE_S
             proven = self._proven(key)
-            lost[key] = sum(1 for probe in st.unanswered if ready <= probe.at and proven(probe))
-            if lost[key] >= self.misses:
+            times = [probe.at for probe in st.unanswered if ready <= probe.at and proven(probe)]
+            if times:
+                lost[key] = times
+            if len(times) >= self.misses:
                 quiet.add(link_id(d.src_site, d.dst_site))
-        self.suspects = {key for key, n in lost.items() if n and link_id(
+        self.suspects = {key for key in lost if link_id(
             self.directions[key].src_site, self.directions[key].dst_site) not in quiet}
-        return quiet
+        return quiet | self._cut_off({key: lost[key] for key in self.suspects})
+
+    def _cut_off(self, lost: dict[tuple[int, int], list[float]]) -> set[frozenset[str]]:
+        """The suspect links, when they are `misses` or more links of one switch whose
+        probes stopped arriving anywhere (a silent data center): as much evidence as
+        `misses` losses in a row on one link, found a round or two sooner. Only when every
+        proven loss in the network is that switch's: a machine-wide stall that loses frames
+        everywhere looks nothing like it."""
+        sources = {self.directions[key].src_dpid for key in lost}
+        if len(sources) != 1 or len(lost) < self.misses:
+            return set()
+        dpid = sources.pop()
+        since = min(min(times) for times in lost.values())
+        if any((self.state[key].last_rx or float("-inf")) > since for key in self._from[dpid]):
+            return set()  # something it sent after the losses came back
+        return {link_id(self.directions[key].src_site, self.directions[key].dst_site)
+                for key in lost}
 
     def _proven(self, key: tuple[int, int]):
         """Whether an unanswered probe of this direction is proven lost: by a witness its

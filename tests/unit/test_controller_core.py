@@ -281,6 +281,18 @@ def test_a_silent_data_center_is_routed_around_at_once_and_back_after_repair(cor
     assert not core.probe_down, "a repaired link declared down again"
 
 
+def test_a_round_lost_everywhere_blames_no_switch(core):
+    """The data plane drops every frame for a moment (a machine-wide hiccup): one probe of
+    every link is lost, many switches' at once, which is no switch cut off."""
+    plane = ControlPlane(core, FAST_S)
+    plane.run(1.0)
+    plane.cut |= {link_id(k.a, k.b) for k in core.topology.links}
+    plane.run(0.05)
+    plane.cut.clear()
+    plane.run(2.0, until=lambda: bool(core.probe_down))
+    assert not core.probe_down, "a moment's loss everywhere declared links down"
+
+
 def test_a_stall_blames_no_link(core):
     """Nothing comes back, not even echo replies: the controller or switches stall."""
     t = 10.0
