@@ -173,6 +173,7 @@ class DelayMonitor:
         self._drains: set[int] = set()  # dpids that should get an echo request now
         self.suspects: set[tuple[int, int]] = set()  # directions with a proven loss, not down
         self._rushed = False  # whether there were suspects at the last round
+        self.cut_off: set[frozenset[str]] = set()  # links down with a cut-off switch
         # Whether anything came back since `silent` last looked: its answer can change only
         # then (a new round adds only probes not proven lost).
         self.heard = True
@@ -247,6 +248,7 @@ class DelayMonitor:
         for key, d in self.directions.items():
             if dpid in (d.src_dpid, d.dst_dpid):
                 self.state[key] = _DirectionState()
+                self.cut_off.discard(link_id(d.src_site, d.dst_site))
 
     def next_round(self, now: float, cpu_s: float, tick_s: float = 0.0) -> Round:
         """The probes and echo requests due now (none before the period is over, less half
@@ -338,6 +340,7 @@ class DelayMonitor:
         self.lateness_s.append(max(0.0, now - sent - self.delay_s[key] - echo))
         st.last_rx = now
         self.heard = True
+        self.cut_off.discard(link_id(d.src_site, d.dst_site))
         while st.unanswered and st.unanswered[0].at <= sent:  # it and the probes before it
             st.unanswered.popleft()
         due = sent + self.delay_s[key] - 3 * self.jitter_s[key]
@@ -379,16 +382,20 @@ class DelayMonitor:
                 lost[key] = times
             if len(times) >= self.misses:
                 quiet.add(link_id(d.src_site, d.dst_site))
+        quiet |= self.cut_off
         self.suspects = {key for key in lost if link_id(
             self.directions[key].src_site, self.directions[key].dst_site) not in quiet}
-        return quiet | self._cut_off({key: lost[key] for key in self.suspects})
+        self.cut_off |= self._cut_off({key: lost[key] for key in self.suspects})
+        self.suspects = {key for key in self.suspects if link_id(
+            self.directions[key].src_site, self.directions[key].dst_site) not in self.cut_off}
+        return quiet | self.cut_off
 
     def _cut_off(self, lost: dict[tuple[int, int], list[float]]) -> set[frozenset[str]]:
         """The suspect links, when they are `misses` or more links of one switch whose
         probes stopped arriving anywhere (a silent data center): as much evidence as
         `misses` losses in a row on one link, found a round or two sooner. Only when every
         proven loss in the network is that switch's: a machine-wide stall that loses frames
-        everywhere looks nothing like it."""
+        everywhere looks nothing like it. They stay down until they answer a probe."""
         sources = {self.directions[key].src_dpid for key in lost}
         if len(sources) != 1 or len(lost) < self.misses:
             return set()

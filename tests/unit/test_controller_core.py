@@ -260,7 +260,9 @@ def test_a_stalled_switch_blames_none_of_its_links(core):
 def test_a_silent_data_center_is_routed_around_at_once_and_back_after_repair(core):
     """Every link of dc1 drops everything, carrier up: the links are found from the far
     ends within about one round and a link's round trip (a suspect link gets its next
-    probes at once), their verdicts reach the flows in fewer recomputes than links; after the repair they all come back and stay up."""
+    probes at once, a switch whose probes arrive nowhere is cut off), their verdicts reach
+    the flows in fewer recomputes than links and none comes back before the repair; after
+    it they all come back and stay up."""
     plane = ControlPlane(core, FAST_S)
     plane.run(1.0)
     dc1 = {link_id(k.a, k.b) for k in core.topology.links if "dc1" in (k.a, k.b)}
@@ -274,6 +276,8 @@ def test_a_silent_data_center_is_routed_around_at_once_and_back_after_repair(cor
     plane.run(2.0, until=lambda: core.probe_down == dc1)
     assert core.probe_down == dc1
     assert len(recomputes) < len(dc1), f"{len(recomputes)} recomputes for {len(dc1)} links"
+    plane.run(2.0, until=lambda: core.probe_down != dc1)
+    assert core.probe_down == dc1, "a link of the silent data center came back"
     plane.cut.clear()
     plane.run(1.0, until=lambda: not core.probe_down)
     assert walk(core, "svrga", "pg2").sites == ["rga", "lz1a", "dc1", "dc2"]
