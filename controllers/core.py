@@ -107,7 +107,7 @@ class RoutingCore:
         return self.monitor.next_round(now, cpu_s, self.options.tick_s), changes
 
     def _check_silent(self, now: float) -> list[FlowChanges]:
-        if not self.monitor.heard:
+        if not self.monitor.news:
             return []
         silent = self.monitor.silent()
         if silent == self.probe_down:

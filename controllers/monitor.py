@@ -176,7 +176,7 @@ class DelayMonitor:
         self.cut_off: set[frozenset[str]] = set()  # links down with a cut-off switch
         # Whether anything came back since `silent` last looked: its answer can change only
         # then (a new round adds only probes not proven lost).
-        self.heard = True
+        self.news = True
         self.state = {key: _DirectionState() for key in self.directions}
         self.rtt_s: dict[int, float] = {}
         self.echo_ok: dict[int, float] = {}  # dpid -> send time of the latest answered echo
@@ -236,7 +236,7 @@ class DelayMonitor:
 
     def switch_disconnected(self, dpid: int) -> None:
         self.connected.discard(dpid)
-        self.heard = True
+        self.news = True
         self.rtt_s.pop(dpid, None)
         self.echo_ok.pop(dpid, None)
         self.ready_at.pop(dpid, None)
@@ -308,7 +308,7 @@ class DelayMonitor:
         self._drain_pending.discard((dpid, xid))
         if sent is None:
             return
-        self.heard = True
+        self.news = True
         self.rtt_s[dpid] = now - sent
         self.echo_ok[dpid] = max(self.echo_ok.get(dpid, sent), sent)
         self.ready_at.setdefault(dpid, sent)
@@ -339,7 +339,7 @@ class DelayMonitor:
         echo = self.rtt_s.get(d.dst_dpid, 0.0)
         self.lateness_s.append(max(0.0, now - sent - self.delay_s[key] - echo))
         st.last_rx = now
-        self.heard = True
+        self.news = True
         self.cut_off.discard(link_id(d.src_site, d.dst_site))
         while st.unanswered and st.unanswered[0].at <= sent:  # it and the probes before it
             st.unanswered.popleft()
@@ -365,7 +365,7 @@ class DelayMonitor:
         counting only probes sent once both switches had their flows (and, until the
         direction was first heard from, STARTUP_GRACE_S more), and the links of a cut-off
         switch (`_cut_off`). Directions with fewer proven losses become `suspects`."""
-        self.heard = False
+        self.news = False
         quiet, lost = set(), {}
         for key, st in self.state.items():
             if not st.unanswered or st.started is None:
