@@ -79,6 +79,9 @@ def _mac_bytes(mac: str) -> bytes:
     return bytes(int(x, 16) for x in mac.split(":"))
 
 
+_PROBE_HEADER = ETH_HEADER.pack(_mac_bytes(PROBE_DST), _mac_bytes(PROBE_SRC), ETH_TYPE_PROBE)
+
+
 @dataclass(frozen=True)
 class Direction:
     """One direction of one link, as switch ports."""
@@ -99,8 +102,7 @@ class Probe:
 
 
 def probe_frame(dpid: int, port: int, seq: int) -> bytes:
-    header = ETH_HEADER.pack(_mac_bytes(PROBE_DST), _mac_bytes(PROBE_SRC), ETH_TYPE_PROBE)
-    frame = header + _PAYLOAD.pack(PROBE_MAGIC, dpid, port, seq)
+    frame = _PROBE_HEADER + _PAYLOAD.pack(PROBE_MAGIC, dpid, port, seq)
     return frame + bytes(max(0, 60 - len(frame)))  # Ethernet minimum without FCS
 
 
