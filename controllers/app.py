@@ -55,6 +55,7 @@ class HybridLabApp(app_manager.OSKenApp):
         self.lock = threading.RLock()  # os-ken's event thread, the timer and REST share the core
         self.datapaths: dict[int, object] = {}
         self.rest = None
+        self.reroute_cpu_s = 0.0  # CPU time spent computing and sending flow changes
 
     def start(self):
         thread = super().start()
@@ -83,7 +84,7 @@ class HybridLabApp(app_manager.OSKenApp):
                                       match=parser.OFPMatch()))
         with self.lock:
             self.datapaths[dp.id] = dp
-            self._send_changes(self.core.switch_up(dp.id, ev.timestamp))
+            self._reroute(self.core.switch_up, dp.id, ev.timestamp)
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
         self.logger.info("switch %s connected", self.core.site_of[dp.id])
 
@@ -94,7 +95,7 @@ class HybridLabApp(app_manager.OSKenApp):
             if dp.id is None or self.datapaths.get(dp.id) is not dp:
                 return
             del self.datapaths[dp.id]
-            self._send_changes(self.core.switch_down(dp.id, ev.timestamp))
+            self._reroute(self.core.switch_down, dp.id, ev.timestamp)
         self.logger.warning("switch %s disconnected", self.core.site_of[dp.id])
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
@@ -103,7 +104,7 @@ class HybridLabApp(app_manager.OSKenApp):
         with self.lock:
             for port in ev.msg.body:
                 if not self._port_up(dp.ofproto, port):
-                    self._send_changes(self.core.port_status(dp.id, port.port_no, False, ev.timestamp))
+                    self._reroute(self.core.port_status, dp.id, port.port_no, False, ev.timestamp)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev):
@@ -112,7 +113,7 @@ class HybridLabApp(app_manager.OSKenApp):
             return
         up = msg.reason != dp.ofproto.OFPPR_DELETE and self._port_up(dp.ofproto, msg.desc)
         with self.lock:
-            self._send_changes(self.core.port_status(dp.id, msg.desc.port_no, up, ev.timestamp))
+            self._reroute(self.core.port_status, dp.id, msg.desc.port_no, up, ev.timestamp)
         self.logger.info("switch %s port %d %s", self.core.site_of[dp.id], msg.desc.port_no,
                          "up" if up else "down")
 
@@ -141,17 +142,29 @@ class HybridLabApp(app_manager.OSKenApp):
             with self.lock:
                 now = time.time()
                 before = set(self.core.probe_down)
+                cpu0 = time.process_time()
                 round_, changes = self.core.tick(now, self._own_cpu_s())
-                self._send_changes(changes)
+                if changes:
+                    self._send_changes(changes)
+                    self.reroute_cpu_s += time.process_time() - cpu0
                 if self.core.probe_down != before:
                     self._log_probe_verdicts(before, changes, time.time() - now)
                 self._send_round(round_)
             hub.sleep(self.core.options.tick_s)
 
     def _own_cpu_s(self) -> float:
-        """The controller's CPU time so far, without what answering the REST API took (a
-        client polling it should not slow probing down)."""
-        return time.process_time() - (self.rest.cpu_s if self.rest is not None else 0.0)
+        """The CPU time the controller's probing took so far: without what answering the
+        REST API took (a client polling it should not slow probing down) nor computing and
+        sending flow changes (a reroute should not space out the rounds that follow it)."""
+        rest = self.rest.cpu_s if self.rest is not None else 0.0
+        return time.process_time() - rest - self.reroute_cpu_s
+
+    def _reroute(self, event, *args) -> None:
+        """Hand a switch's event to the core and send the flow changes it returns (REST
+        requests send theirs themselves: their CPU time is the REST API's)."""
+        cpu0 = time.process_time()
+        self._send_changes(event(*args))
+        self.reroute_cpu_s += time.process_time() - cpu0
 
     def _log_probe_verdicts(self, before: set, changes: list[FlowChanges], took_s: float) -> None:
         """The links that changed, and what the reroute and the probing cost (where a slow
