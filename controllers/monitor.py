@@ -60,7 +60,7 @@ from topologies.model import Topology
 PROBE_DST = "01:80:c2:00:00:0e"  # LLDP nearest-bridge group: never forwarded by a bridge
 PROBE_SRC = "02:4c:ff:00:00:01"
 PROBE_MAGIC = b"HLPR"
-CPU_SHARE = 0.3  # the most of one CPU that the controller's probing may take
+CPU_SHARE = 0.2  # the most of one CPU that the controller's probing may take
 MAX_PERIOD_S = 5.0  # however slow the machine, a round at least this often
 FALLBACK_MARGIN_S = 1.0  # echo proof's margin where the data plane can prove it instead
 # How much earlier than due a switch may return a witness than a probe of another port: the
