@@ -55,6 +55,7 @@ class HybridLabApp(app_manager.OSKenApp):
         self.lock = threading.RLock()  # os-ken's event thread, the timer and REST share the core
         self.datapaths: dict[int, object] = {}
         self.rest = None
+        self.reroute_cpu_s = 0.0  # CPU time spent computing and sending flow changes
 
     def start(self):
         thread = super().start()
@@ -83,7 +84,7 @@ class HybridLabApp(app_manager.OSKenApp):
                                       match=parser.OFPMatch()))
         with self.lock:
             self.datapaths[dp.id] = dp
-            self._send_changes(self.core.switch_up(dp.id, ev.timestamp))
+            self._reroute(self.core.switch_up, dp.id, ev.timestamp)
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
         self.logger.info("switch %s connected", self.core.site_of[dp.id])
 
@@ -94,7 +95,7 @@ class HybridLabApp(app_manager.OSKenApp):
             if dp.id is None or self.datapaths.get(dp.id) is not dp:
                 return
             del self.datapaths[dp.id]
-            self._send_changes(self.core.switch_down(dp.id, ev.timestamp))
+            self._reroute(self.core.switch_down, dp.id, ev.timestamp)
         self.logger.warning("switch %s disconnected", self.core.site_of[dp.id])
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
@@ -103,7 +104,7 @@ class HybridLabApp(app_manager.OSKenApp):
         with self.lock:
             for port in ev.msg.body:
                 if not self._port_up(dp.ofproto, port):
-                    self._send_changes(self.core.port_status(dp.id, port.port_no, False, ev.timestamp))
+                    self._reroute(self.core.port_status, dp.id, port.port_no, False, ev.timestamp)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev):
@@ -112,7 +113,7 @@ class HybridLabApp(app_manager.OSKenApp):
             return
         up = msg.reason != dp.ofproto.OFPPR_DELETE and self._port_up(dp.ofproto, msg.desc)
         with self.lock:
-            self._send_changes(self.core.port_status(dp.id, msg.desc.port_no, up, ev.timestamp))
+            self._reroute(self.core.port_status, dp.id, msg.desc.port_no, up, ev.timestamp)
         self.logger.info("switch %s port %d %s", self.core.site_of[dp.id], msg.desc.port_no,
                          "up" if up else "down")
 
@@ -127,17 +128,12 @@ class HybridLabApp(app_manager.OSKenApp):
         if len(data) < 14 or int.from_bytes(data[12:14], "big") != ETH_TYPE_PROBE:
             return
         with self.lock:
-            before = set(self.core.probe_down)
-            changes = self.core.probe_in(msg.datapath.id, msg.match["in_port"], data, ev.timestamp)
-            self._send_changes(changes)
-            self._log_probe_verdicts(before)
+            self._send_round(self.core.probe_in(msg.datapath.id, msg.match["in_port"], data, ev.timestamp))
 
     @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
     def echo_reply(self, ev):
         with self.lock:
-            before = set(self.core.probe_down)
-            self._send_changes(self.core.echo_replied(ev.msg.datapath.id, ev.msg.xid, ev.timestamp))
-            self._log_probe_verdicts(before)
+            self.core.echo_replied(ev.msg.datapath.id, ev.msg.xid, ev.timestamp)
 
     # Timer: probes, echo requests, silent failures
 
@@ -146,22 +142,43 @@ class HybridLabApp(app_manager.OSKenApp):
             with self.lock:
                 now = time.time()
                 before = set(self.core.probe_down)
+                cpu0 = time.process_time()
                 round_, changes = self.core.tick(now, self._own_cpu_s())
-                self._send_changes(changes)
-                self._log_probe_verdicts(before)
+                if changes:
+                    self._send_changes(changes)
+                    self.reroute_cpu_s += time.process_time() - cpu0
+                if self.core.probe_down != before:
+                    self._log_probe_verdicts(before, changes, time.time() - now)
                 self._send_round(round_)
-            hub.sleep(self.core.options.probe_interval_s)
+            hub.sleep(self.core.options.tick_s)
 
     def _own_cpu_s(self) -> float:
-        """The controller's CPU time so far, without what answering the REST API took (a
-        client polling it should not slow probing down)."""
-        return time.process_time() - (self.rest.cpu_s if self.rest is not None else 0.0)
+        """The CPU time the controller's probing took so far: without what answering the
+        REST API took (a client polling it should not slow probing down) nor computing and
+        sending flow changes (a reroute should not space out the rounds that follow it)."""
+        rest = self.rest.cpu_s if self.rest is not None else 0.0
+        return time.process_time() - rest - self.reroute_cpu_s
 
-    def _log_probe_verdicts(self, before: set) -> None:
+    def _reroute(self, event, *args) -> None:
+        """Hand a switch's event to the core and send the flow changes it returns (REST
+        requests send theirs themselves: their CPU time is the REST API's)."""
+        cpu0 = time.process_time()
+        self._send_changes(event(*args))
+        self.reroute_cpu_s += time.process_time() - cpu0
+
+    def _log_probe_verdicts(self, before: set, changes: list[FlowChanges], took_s: float) -> None:
+        """The links that changed, and what the reroute and the probing cost (where a slow
+        failover lost its time)."""
         for lid in self.core.probe_down - before:
             self.logger.warning("link %s silent: down", "-".join(sorted(lid)))
         for lid in before - self.core.probe_down:
             self.logger.info("link %s answers probes again: up", "-".join(sorted(lid)))
+        monitor = self.core.monitor
+        self.logger.info("rerouted: %d flow mods in %.1f ms; probe period %.1f ms (slowest echo "
+                         "%.1f ms, controller CPU per round %.1f ms)",
+                         sum(len(c.add) + len(c.delete) for c in changes), took_s * 1000,
+                         monitor.period_s * 1000, max(monitor.rtt_s.values(), default=0.0) * 1000,
+                         monitor.round_cpu_s * 1000)
 
     # Sending: the only places that talk to switches
 
@@ -184,15 +201,17 @@ class HybridLabApp(app_manager.OSKenApp):
             dp.send_msg(echo)
 
     def _send_changes(self, changes: list[FlowChanges]) -> None:
-        for change in changes:
-            dp = self.datapaths.get(change.dpid)
-            if dp is None:
-                continue
-            ofp = dp.ofproto
-            for entry in change.add:
-                dp.send_msg(self._flow_mod(dp, entry, ofp.OFPFC_ADD))
-            for entry in change.delete:
-                dp.send_msg(self._flow_mod(dp, entry, ofp.OFPFC_DELETE_STRICT))
+        """Every switch's adds before any switch's deletes: a reroute needs only the adds (a
+        delete removes a flow toward what became unreachable), so they reach the switches
+        first."""
+        for deleting in (False, True):
+            for change in changes:
+                dp = self.datapaths.get(change.dpid)
+                if dp is None:
+                    continue
+                command = dp.ofproto.OFPFC_DELETE_STRICT if deleting else dp.ofproto.OFPFC_ADD
+                for entry in change.delete if deleting else change.add:
+                    dp.send_msg(self._flow_mod(dp, entry, command))
 
     @staticmethod
     def _flow_mod(dp, entry: FlowEntry, command: int):

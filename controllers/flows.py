@@ -7,6 +7,7 @@ the same flow set can program switches with or without a controller.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -89,6 +90,7 @@ class FlowEntry:
     actions: tuple[Action, ...] = ()
     cookie: int = COOKIE
 
+    @functools.cached_property
     def key(self) -> tuple:
         """What makes two entries the same OpenFlow flow (a later add replaces it)."""
         return (self.dpid, self.table, self.priority, tuple(sorted(self.match.items())))
@@ -108,12 +110,14 @@ class FlowChanges:
 
 def diff(dpid: int, old: list[FlowEntry], new: list[FlowEntry]) -> FlowChanges:
     """Strict deletes for flows no longer wanted, adds for new or changed ones."""
-    before = {f.key(): f for f in old}
-    after = {f.key(): f for f in new}
+    if old is new:
+        return FlowChanges(dpid)
+    before = {f.key: f for f in old}
+    after = {f.key: f for f in new}
     return FlowChanges(
         dpid=dpid,
         delete=[f for k, f in before.items() if k not in after],
-        add=[f for k, f in after.items() if before.get(k) != f],
+        add=[f for k, f in after.items() if (was := before.get(k)) is not f and was != f],
     )
 
 

@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="least seconds between rounds of delay probes and echo requests "
                         "(more where the controller or the switches are slow)")
     p.add_argument("--probe-misses", type=int, default=Options.probe_misses,
-                   help="probe intervals without an answer before a link counts as down")
+                   help="probes proven lost in a row before a link counts as down "
+                        "(controllers/monitor.py)")
     p.add_argument("--measured-delays", action="store_true",
                    help="let measured link delays override configured ones where they clearly differ")
     p.add_argument("--log-level", default="INFO")

@@ -14,6 +14,7 @@ Per switch:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,13 @@ def plan(topology: Topology, services: list[Service], strategy: Strategy, state:
     return result
 
 
+# The ARP answers and forwarding entries are built from a handful of hashable values: the
+# same values give the same (cached) object, so a recompute builds only what changed and
+# `diff` recognises the rest by identity (a silent data center's reroute: about half the CPU).
+CACHED_ENTRIES = 1 << 16
+
+
+@functools.lru_cache(maxsize=CACHED_ENTRIES)
 def _arp_responder(dpid: int, ip: str, mac: str) -> FlowEntry:
     """Turn an ARP request for `ip` into the reply and send it back where it came from."""
     return FlowEntry(dpid, TABLE_CLASSIFY, PRIORITY_ARP,
@@ -121,9 +129,13 @@ def _forward_flows(dpid: int, site: str, topology: Topology, route_trees: dict[s
             if hop is None:
                 continue
             port = topology.port_to(site, hop)
-        entries.append(FlowEntry(dpid, TABLE_FORWARD, PRIORITY_FORWARD, {"eth_dst": host.mac},
-                                 (Output(port),)))
+        entries.append(_forward_entry(dpid, host.mac, port))
     return entries
+
+
+@functools.lru_cache(maxsize=CACHED_ENTRIES)
+def _forward_entry(dpid: int, mac: str, port: int) -> FlowEntry:
+    return FlowEntry(dpid, TABLE_FORWARD, PRIORITY_FORWARD, {"eth_dst": mac}, (Output(port),))
 
 
 def host_paths(topology: Topology, result: Plan) -> list[dict]:

@@ -98,7 +98,7 @@ class ControlPlane:
     packet-in or echo reply to read), in the order they arrive; those costs are all the CPU
     time it uses. A switch answers an echo at once; a probe reaches the neighbour after its
     link's delay, unless its link is in `cut` (frames dropped, carrier up). The timer ticks
-    every probe interval, on time."""
+    every tick_s, on time."""
 
     def __init__(self, core, cost_s: float, now: float = 10.0):
         self.core, self.cost_s = core, cost_s
@@ -109,6 +109,10 @@ class ControlPlane:
         # dpid -> until when its datapath drops probes (cached flows from before the
         # controller's, revalidated in the background) while it answers echoes at once
         self.dropping_until: dict[int, float] = {}
+        # dpid -> (from, until) its switch daemon is descheduled: it sends no probe out,
+        # answers no echo and reads no port before, then reads the frames that came in
+        # the meantime in the worst order (the last first) and answers its echoes after
+        self.stalled: dict[int, tuple[float, float]] = {}
         self.queue: list = []  # (arrival, order, handler of the time it is done)
         self.order = itertools.count()
 
@@ -124,7 +128,7 @@ class ControlPlane:
                 handle(self.now)
             elif self.next_tick <= end:
                 self.now = self.next_tick
-                self.next_tick += self.core.options.probe_interval_s
+                self.next_tick += self.core.options.tick_s
                 self._tick()
             else:
                 self.now = end
@@ -136,23 +140,36 @@ class ControlPlane:
 
     def _tick(self) -> None:
         round_, _ = self.core.tick(self.now, self.cpu_s)
+        self._send(round_, self.now)
+
+    def _send(self, round_, now: float) -> None:
         for probe in round_.probes:
-            self._arrive(self.now, lambda t, p=probe: self._probe_out(p, t))
+            self._arrive(now, lambda t, p=probe: self._probe_out(p, t))
         for dpid in round_.echoes:
             xid = next(self.order)
-            self.core.echo_sent(dpid, xid, self.now)
-            self._arrive(self.now, lambda t, d=dpid, x=xid: self._arrive(
-                t, lambda t2: self.core.echo_replied(d, x, t2)))
+            self.core.echo_sent(dpid, xid, now)
+            self._arrive(now, lambda t, d=dpid, x=xid: self._arrive(
+                self._awake(d, t), lambda t2: self.core.echo_replied(d, x, t2)))
+
+    def _awake(self, dpid: int, t: float) -> float:
+        """When the switch can act on something that reached it at t."""
+        start, end = self.stalled.get(dpid, (0.0, 0.0))
+        return end if start <= t < end else t
 
     def _probe_out(self, probe, t: float) -> None:
         d = self.core.monitor.directions[(probe.dpid, probe.port)]
         if link_id(d.src_site, d.dst_site) in self.cut:
             return
         delay = self.core.topology.link_between(d.src_site, d.dst_site).delay_ms / 1000
-        arrival = t + delay + self.lag_s
+        arrival = self._awake(d.src_dpid, t) + delay + self.lag_s
         if arrival < self.dropping_until.get(d.dst_dpid, arrival):
             return
-        self._arrive(arrival, lambda t2: self.core.probe_in(d.dst_dpid, d.dst_port, probe.data, t2))
+        handle = lambda t2: self._send(self.core.probe_in(d.dst_dpid, d.dst_port, probe.data, t2), t2)
+        read = self._awake(d.dst_dpid, arrival)
+        if read == arrival:
+            self._arrive(arrival, handle)
+        else:  # read on waking up, before the echoes, the last to come in first
+            heapq.heappush(self.queue, (read, -next(self.order), handle))
 
 
 FAST_S = 0.00001  # a message's cost to the controller on a fast machine
@@ -224,6 +241,60 @@ def test_a_switch_that_just_connected_may_drop_probes_for_a_while(core):
     plane.run(5.0, until=lambda: bool(core.probe_down - {frozenset(("rgb", "lz2a"))}))
     assert core.probe_down == {frozenset(("rgb", "lz2a"))}
     assert core.monitor.measurements()[RGA_LZ1A].delay_ms > 0
+
+
+def test_a_stalled_switch_blames_none_of_its_links(core):
+    """One switch daemon is descheduled for longer than `misses` rounds while the others
+    return probes: what it did not send was not lost, and what it read in the wrong order
+    on waking up was not either."""
+    plane = ControlPlane(core, FAST_S)
+    plane.run(1.0)
+    plane.stalled[dpid(core, "lz1a")] = (plane.now, plane.now + 1.0)
+    plane.run(3.0, until=lambda: bool(core.probe_down))
+    assert not core.probe_down, "a stalled switch's links declared down"
+    plane.cut.add(RGA_LZ1A)
+    plane.run(1.0, until=lambda: bool(core.probe_down))
+    assert core.probe_down == {RGA_LZ1A}
+
+
+def test_a_silent_data_center_is_routed_around_at_once_and_back_after_repair(core):
+    """Every link of dc1 drops everything, carrier up: the links are found from the far
+    ends within about one round and a link's round trip (a suspect link gets its next
+    probes at once, a switch whose probes arrive nowhere is cut off), their verdicts reach
+    the flows in fewer recomputes than links and none comes back before the repair; after
+    it they all come back and stay up."""
+    plane = ControlPlane(core, FAST_S)
+    plane.run(1.0)
+    dc1 = {link_id(k.a, k.b) for k in core.topology.links if "dc1" in (k.a, k.b)}
+    recomputes = []
+    recompute = core.recompute
+    core.recompute = lambda now: recomputes.append(now) or recompute(now)
+    plane.cut |= dc1
+    cut_at = plane.now
+    found = plane.run(2.0, until=lambda: "dc1" not in walk(core, "svrga", "pg2").sites)
+    assert found - cut_at < 2 * core.options.probe_interval_s + 0.05
+    plane.run(2.0, until=lambda: core.probe_down == dc1)
+    assert core.probe_down == dc1
+    assert len(recomputes) < len(dc1), f"{len(recomputes)} recomputes for {len(dc1)} links"
+    plane.run(2.0, until=lambda: core.probe_down != dc1)
+    assert core.probe_down == dc1, "a link of the silent data center came back"
+    plane.cut.clear()
+    plane.run(1.0, until=lambda: not core.probe_down)
+    assert walk(core, "svrga", "pg2").sites == ["rga", "lz1a", "dc1", "dc2"]
+    plane.run(3.0, until=lambda: bool(core.probe_down))
+    assert not core.probe_down, "a repaired link declared down again"
+
+
+def test_a_round_lost_everywhere_blames_no_switch(core):
+    """The data plane drops every frame for a moment (a machine-wide hiccup): one probe of
+    every link is lost, many switches' at once, which is no switch cut off."""
+    plane = ControlPlane(core, FAST_S)
+    plane.run(1.0)
+    plane.cut |= {link_id(k.a, k.b) for k in core.topology.links}
+    plane.run(0.05)
+    plane.cut.clear()
+    plane.run(2.0, until=lambda: bool(core.probe_down))
+    assert not core.probe_down, "a moment's loss everywhere declared links down"
 
 
 def test_a_stall_blames_no_link(core):
