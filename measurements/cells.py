@@ -24,7 +24,7 @@ from lab.files import open_append, write_json
 from lab.health import HealthWatch
 from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
-from measurements import congestion, cpuparts
+from measurements import congestion, cpuparts, writers
 from measurements.dbbench import placements_of
 from measurements.dbworkload import DbBenchError, DbWorkload, WorkerPool
 from measurements.dr import Recovery
@@ -33,6 +33,7 @@ from measurements.jsonlines import read_json_lines
 from measurements.postgres import SMALL, start_databases
 from measurements.progress import Progress
 from measurements.scenarios import Scenario
+from measurements.writers import id_prefix
 
 DB_OPERATIONS = ("connect", "read", "page")
 # After a failure the workload reads only: connections are what the services' probes measure
@@ -46,9 +47,6 @@ CLIENT_INTERVAL_S = 0.025
 # probes alone were 120 forks/s on the primary, more than it accepted on a loaded 2-core
 # machine (its accept queue grew to 155 of 432, and on CI the kernel dropped SYNs).
 SERVICE_INTERVAL_S = 0.25
-# In the cells with a failure, each service and monolith host writes through the db VIP this
-# often (not in the others: a dozen more clients would load the 2-core machine all along).
-WRITER_INTERVAL_S = 0.25
 # The failover manager (measurements/failover.py) in the standby's host: a check of the
 # primary every 0.1 s, 0.5 s to answer, promotion after 3 misses in a row. The standby's
 # round trip to the primary is 60 ms in the default topology, but the database workload
@@ -61,11 +59,6 @@ REQUEST_TIMEOUT_S = 1.0
 FAILURE_WINDOW_S = 5.0
 SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
-# Before a failure every writer has had this many writes acknowledged, so that the write
-# outage and the ledgers start from writers that were writing (their start takes a second
-# or two: a Python process, then a connection over a WAN path).
-WRITES_BEFORE_FAILURE = 2
-WRITERS_START_TIMEOUT_S = 15.0
 APP_SERVICE = "app"
 DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
              "start_time", "latency_ms", "ok")
@@ -156,7 +149,7 @@ class CompareRun:
         promotion = self.recovery.take_promotion() if self.recovery else None
         if writes:
             record["ledger"] = {"survivor": self.dbs.primary.name, "held": sorted(
-                ledger_ids(self.dbs.primary, _id_prefix(record["scenario"], record["strategy"])))}
+                ledger_ids(self.dbs.primary, id_prefix(record["scenario"], record["strategy"])))}
         if promotion is None:
             return
         record["promotion"] = promotion
@@ -168,30 +161,9 @@ class CompareRun:
         db = self.services[WRITE_SERVICE]
         target = {"host": db["vip"], "port": db["port"], "dbname": self.dbs.dbname,
                   "user": self.dbs.user}
-        return {h: self._spawn_in(h, "measurements.dbbench_worker", f"writer-{h}", {
-                    "mode": "writer", "primary": target, "patients": self.dbs.size.patients,
-                    "interval_s": WRITER_INTERVAL_S, "seed": self.seed * 1000 + i, "writer": h,
-                    "id_prefix": f"{_id_prefix(scenario, strategy)}{h}/",
-                    "out": str(self.scratch / f"writer-{h}.jsonl")})
-                for i, h in enumerate(db["consumers"])
-                if self.topo.hosts[h].role in ("service", "monolith")}
-
-    def _writer_requests(self, writers: dict[str, subprocess.Popen],
-                         no_data: dict) -> list[dict]:
-        """Stop the writers; their writes as probe records of kind "writer". A writer that
-        failed or wrote nothing is named in no_data["writers"]: no data, not no failure."""
-        records = []
-        for host, proc in writers.items():
-            code = stop_process(proc)
-            mine = read_json_lines(self.scratch / f"writer-{host}.jsonl", "sample")
-            if code not in (0, None) or not mine:
-                no_data.setdefault("writers", {})[host] = (
-                    f"exited with status {code}" if code else "wrote no records")
-            records += [{"kind": "writer", "src": host, "start": r["start"],
-                         "latency_ms": r["latency_ms"] if r["ok"] else None, "ok": r["ok"],
-                         "served_by": r["server"], "error": r.get("error"), "id": r["id"]}
-                        for r in mine]
-        return records
+        hosts = [h for h in db["consumers"] if self.topo.hosts[h].role in ("service", "monolith")]
+        return writers.start(self._spawn_in, self.scratch, hosts, target,
+                             self.dbs.size.patients, self.seed, id_prefix(scenario, strategy))
 
     def _probe_gaps(self, code: int | None, raw: Path, no_data: dict) -> None:
         """A prober that failed, or whose record lacks requests it sent (its own count),
@@ -304,7 +276,7 @@ class CompareRun:
         raw = self.scratch / "requests.jsonl"
         drops_before = self._db_listen_drops()
         prober = self._start_probe(raw)
-        writers: dict[str, subprocess.Popen] = {}
+        writing: dict[str, subprocess.Popen] = {}  # host -> its writer (failure cells)
         cut_off = [h.name for h in self.topo.hosts.values() if h.site in scenario.isolated]
         db_rows: list[list] = []
         try:
@@ -314,14 +286,14 @@ class CompareRun:
                 congestion.play(self.lab, scenario, record, self.scratch, self.out)
                 record["choices_after"] = self._choices()
             else:
-                db_rows += self._failure(scenario, strategy, record, cut_off, writers, step)
+                db_rows += self._failure(scenario, strategy, record, cut_off, writing, step)
         finally:
             # Before the probes and writers stop: a process's CPU is read while it lives.
             record["cpu"] = cpuparts.used(cpu_start, cpuparts.snapshot(),
                                           time.monotonic() - cpu_t0)
             code = self._stop_probe(prober)
             no_data: dict = {}
-            written = self._writer_requests(writers, no_data)
+            written = writers.collect(writing, self.scratch, no_data)
         record["end"] = time.time()
         record["health"] = self.health.block(health_start, self.health.mark())
         self._probe_gaps(code, raw, no_data)
@@ -352,18 +324,18 @@ class CompareRun:
         return record
 
     def _failure(self, scenario: Scenario, strategy: str, record: dict, cut_off: list[str],
-                 writers: dict, step) -> list[list]:
+                 writing: dict, step) -> list[list]:
         """The database workload, then the failure (if any) with the workload after it."""
         t0 = time.monotonic()
         db_rows: list[list] = []
         if scenario.links:
-            writers.update(self._start_writers(scenario.name, strategy))
+            writing.update(self._start_writers(scenario.name, strategy))
         if not scenario.links or not self.before_once:
             step("database workload")
             db_rows = self._db_phase(scenario, strategy, "before", [], record, DB_OPERATIONS)
-        if writers:
+        if writing:
             step("writers starting")
-            self._wait_writing(writers)
+            writers.wait_writing(writing, self.scratch, self.progress.note)
         time.sleep(max(0.0, MIN_BEFORE_S - (time.monotonic() - t0)))
         if not scenario.links:
             time.sleep(self.failure_window_s / 2)
@@ -382,23 +354,6 @@ class CompareRun:
             self.lab.emulation.set_loss(set(scenario.links), 0.0)
             record["repair"] = time.time()
         return db_rows
-
-    def _wait_writing(self, writers: dict[str, subprocess.Popen]) -> None:
-        """Until every writer has WRITES_BEFORE_FAILURE writes acknowledged; one that exits
-        or does not get there in time is left to the cell's record (no_data), not waited on."""
-        deadline = time.monotonic() + WRITERS_START_TIMEOUT_S
-        waiting = dict(writers)
-        while waiting and time.monotonic() < deadline:
-            for host, proc in list(waiting.items()):
-                path = self.scratch / f"writer-{host}.jsonl"
-                acked = sum(1 for r in read_json_lines(path, "sample") if r["ok"]) \
-                    if path.exists() else 0
-                if acked >= WRITES_BEFORE_FAILURE or proc.poll() is not None:
-                    del waiting[host]
-            time.sleep(0.1)
-        if waiting:
-            self.progress.note(f"writers not writing after {WRITERS_START_TIMEOUT_S:.0f} s: "
-                               f"{', '.join(sorted(waiting))}")
 
     def _db_listen_drops(self) -> dict[str, int]:
         return {name: listen_drops(self.lab.host(name).pid) for name in self.db_hosts}
@@ -479,8 +434,3 @@ def listen_drops(pid: int) -> int:
 
 def _endpoint_hosts(service: dict) -> list[str]:
     return [e["host"] if isinstance(e, dict) else e for e in service["endpoints"]]
-
-
-def _id_prefix(scenario: str, strategy: str) -> str:
-    """Where the ids of a cell's writes start: unique to the cell within a run."""
-    return f"{scenario}/{strategy}/"

@@ -53,11 +53,12 @@ from lab.files import atomic_write, copy_file, results_dir, write_json
 from measurements.arguments import ArgumentError
 from measurements.cells import (AFTER_OPERATIONS, CLIENT_INTERVAL_S, DB_OPERATIONS, FAILOVER,
                                 FAILURE_WINDOW_S, PAGE_QUERIES, REQUEST_TIMEOUT_S,
-                                SERVICE_INTERVAL_S, WRITER_INTERVAL_S, CompareRun, before_once)
+                                SERVICE_INTERVAL_S, CompareRun, before_once)
 from measurements.dr import FAILBACK_MODES
 from measurements.postgres import PG_BIN, REPLICATION_MODES
 from measurements.progress import SILENT, Progress
 from measurements.scenarios import DEFAULT_SCENARIOS, scenarios_of
+from measurements.writers import WRITER_INTERVAL_S
 from topologies.loader import load
 from topologies.model import Topology
 
