@@ -2,15 +2,16 @@
 
 `CompareRun` starts what a comparison needs beside the lab (PostgreSQL primary and standby,
 the application server, the failover manager next to the standby), then runs each scenario x
-strategy cell: the clients' and services' probes all along, the database workload (in the
-cell without failure, and reads after a failure), writers through the write address where a
-failure is injected, the failure at a recorded moment and its repair. What the cells measure is appended to the raw
-files as it comes (measurements/compare.py names them).
+strategy cell: the database workload in a quiet window first (in the cell without failure),
+then the clients' and services' probes, writers through the write address where a failure
+is injected, the failure at a recorded moment, and after it, once probes and writers have
+stopped, the reads of a second quiet window (measurements/dbwindows.py says why quiet);
+then the repair. What the cells measure is appended to the raw files as it comes
+(measurements/compare.py names them).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -26,7 +27,8 @@ from lab.procs import ROOT, child_env, stop_process
 from lab.runstate import PROCESS_MARKER, run_dir
 from measurements import congestion, cpuparts, writers
 from measurements.dbbench import placements_of
-from measurements.dbworkload import DbBenchError, DbWorkload, WorkerPool
+from measurements.dbwindows import AFTER_OPERATIONS, DB_OPERATIONS, DbWindows
+from measurements.dbworkload import WorkerPool
 from measurements.dr import Recovery
 from measurements.failback import ledger_ids
 from measurements.jsonlines import read_json_lines
@@ -35,13 +37,6 @@ from measurements.progress import Progress
 from measurements.scenarios import Scenario
 from measurements.writers import id_prefix
 
-DB_OPERATIONS = ("connect", "read", "page")
-# After a failure the workload reads only: connections are what the services' probes measure
-# all along (every SERVICE_INTERVAL_S, through the failure), and a page is PAGE_QUERIES
-# reads on the same path. It is most of a failure cell's time otherwise (12 s of 20 in
-# dc-failure: each far placement's samples follow one another at 60-70 ms round trips).
-AFTER_OPERATIONS = ("read",)
-PAGE_QUERIES = 5
 CLIENT_INTERVAL_S = 0.025
 # Every connection to PostgreSQL costs its postmaster a fork: at 0.1 s the dozen services'
 # probes alone were 120 forks/s on the primary, more than it accepted on a loaded 2-core
@@ -60,8 +55,6 @@ FAILURE_WINDOW_S = 5.0
 SETTLE_S = ROUTE_SETTLE_S  # after a strategy change or a repair
 MIN_BEFORE_S = 1.0  # probes run at least this long before a failure
 APP_SERVICE = "app"
-DB_FIELDS = ("scenario", "strategy", "phase", "placement", "site", "kind", "operation",
-             "start_time", "latency_ms", "ok")
 
 
 class CompareError(RuntimeError):
@@ -82,6 +75,7 @@ class CompareRun:
         self.server: subprocess.Popen | None = None
         self.recovery: Recovery | None = None
         self.pool: WorkerPool | None = None  # the placements' database workers
+        self.db: DbWindows | None = None
         self.health: HealthWatch | None = None  # whether the emulator kept up, per cell
         self.dbs = None
         self.before_once = False  # the "before" database phase only in the normal cells
@@ -121,6 +115,10 @@ class CompareRun:
         self.recovery.start()
         self.health = HealthWatch(self.lab)
         self.health.start()
+        db = services[READ_SERVICE]
+        self.db = DbWindows(self.lab, self.dbs, {"host": db["vip"], "port": db["port"],
+                                                 "dbname": self.dbs.dbname, "user": self.dbs.user},
+                            self.pool, self.samples, self.progress, self.health, self.out)
 
     def stop(self) -> None:
         if self.health is not None:
@@ -271,14 +269,14 @@ class CompareRun:
         record["expected_rtt_ms"] = self._expected_rtts(
             {k: v for k, v in record["choices_before"].items() if k in probed})
         paths_before = ctl.get("paths")["paths"]
-        health_start = self.health.mark()
-        cpu_start, cpu_t0 = cpuparts.snapshot(), time.monotonic()
+        if not scenario.scheduled and (not scenario.links or not self.before_once):
+            step("database workload, quiet")
+            self.db.measure((scenario.name, strategy), "before", [], record, DB_OPERATIONS,
+                            record["expected_rtt_ms"][READ_SERVICE], server_time=True)
         raw = self.scratch / "requests.jsonl"
         drops_before = self._db_listen_drops()
-        prober = self._start_probe(raw)
-        writing: dict[str, subprocess.Popen] = {}  # host -> its writer (failure cells)
+        traffic = Traffic(self, raw)
         cut_off = [h.name for h in self.topo.hosts.values() if h.site in scenario.isolated]
-        db_rows: list[list] = []
         try:
             if scenario.scheduled:
                 step("schedules playing")
@@ -286,25 +284,18 @@ class CompareRun:
                 congestion.play(self.lab, scenario, record, self.scratch, self.out)
                 record["choices_after"] = self._choices()
             else:
-                db_rows += self._failure(scenario, strategy, record, cut_off, writing, step)
+                self._failure(scenario, strategy, record, cut_off, traffic, step)
         finally:
-            # Before the probes and writers stop: a process's CPU is read while it lives.
-            record["cpu"] = cpuparts.used(cpu_start, cpuparts.snapshot(),
-                                          time.monotonic() - cpu_t0)
-            code = self._stop_probe(prober)
-            no_data: dict = {}
-            written = writers.collect(writing, self.scratch, no_data)
+            traffic.stop(record)
         record["end"] = time.time()
-        record["health"] = self.health.block(health_start, self.health.mark())
-        self._probe_gaps(code, raw, no_data)
-        record.update({"no_data": no_data} if no_data else {}, db_listen_drops={
+        self._probe_gaps(traffic.code, raw, traffic.no_data)
+        record.update({"no_data": traffic.no_data} if traffic.no_data else {}, db_listen_drops={
             name: n - drops_before[name] for name, n in self._db_listen_drops().items()})
-        self._append_requests(raw, written, scenario.name, strategy)
-        self._append_db(db_rows)
+        self._append_requests(raw, traffic.written, scenario.name, strategy)
         if scenario.links:
             step("waiting for the paths to come back")
             record["recovered"] = self._wait_recovered(paths_before)
-        self._after_cell(record, written, step)
+        self._after_cell(record, traffic.written, step)
         if scenario.links or "promotion" in record:
             time.sleep(SETTLE_S)
         record["cut_off_hosts"] = cut_off
@@ -324,36 +315,32 @@ class CompareRun:
         return record
 
     def _failure(self, scenario: Scenario, strategy: str, record: dict, cut_off: list[str],
-                 writing: dict, step) -> list[list]:
-        """The database workload, then the failure (if any) with the workload after it."""
-        t0 = time.monotonic()
-        db_rows: list[list] = []
+                 traffic: "Traffic", step) -> None:
+        """Probes (and writers) before the failure, the failure, and once they have stopped
+        the reads of a quiet database window in the failed network; then the repair."""
         if scenario.links:
-            writing.update(self._start_writers(scenario.name, strategy))
-        if not scenario.links or not self.before_once:
-            step("database workload")
-            db_rows = self._db_phase(scenario, strategy, "before", [], record, DB_OPERATIONS)
-        if writing:
+            traffic.writing.update(self._start_writers(scenario.name, strategy))
             step("writers starting")
-            writers.wait_writing(writing, self.scratch, self.progress.note)
-        time.sleep(max(0.0, MIN_BEFORE_S - (time.monotonic() - t0)))
+            writers.wait_writing(traffic.writing, self.scratch, self.progress.note)
+        time.sleep(MIN_BEFORE_S)
         if not scenario.links:
             time.sleep(self.failure_window_s / 2)
-            return db_rows
+            return
         step("failure injected")
         record["failure"] = time.time()
         self.lab.emulation.set_loss(set(scenario.links), 100.0)
         try:
             time.sleep(self.failure_window_s)
             record["choices_after"] = self._choices()
-            step("database workload after the failure")
-            db_rows += self._db_phase(scenario, strategy, "after", cut_off, record,
-                                      AFTER_OPERATIONS)
+            traffic.stop(record)
+            step("database workload after the failure, quiet")
+            rtt = self._expected_rtts({READ_SERVICE: record["choices_after"][READ_SERVICE]})
+            self.db.measure((scenario.name, strategy), "after", cut_off, record,
+                            AFTER_OPERATIONS, rtt[READ_SERVICE])
         finally:
             step("repair")
             self.lab.emulation.set_loss(set(scenario.links), 0.0)
             record["repair"] = time.time()
-        return db_rows
 
     def _db_listen_drops(self) -> dict[str, int]:
         return {name: listen_drops(self.lab.host(name).pid) for name in self.db_hosts}
@@ -376,44 +363,36 @@ class CompareRun:
                 dst.write(json.dumps({"scenario": scenario, "strategy": strategy, **rec,
                                       "site": sites.get(rec["src"])}) + "\n")
 
-    def _append_db(self, rows: list[list]) -> None:
-        path = self.out / "db.csv"
-        new = not path.exists()
-        with open_append(path, newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(DB_FIELDS)
-            writer.writerows(rows)
 
-    def _db_phase(self, scenario: Scenario, strategy: str, phase: str, skip: list[str],
-                  record: dict, operations: tuple[str, ...]) -> list[list]:
-        """The dbbench workload from every placement not cut off, all at once, via the VIP.
+class Traffic:
+    """A cell's probes and writers, with the CPU they and the lab used and how the emulator
+    kept up meanwhile; stopped once: before a quiet database window, or at the cell's end."""
 
-        Its start and end go in the cell's record ("db_phases"): it loads both cores, so
-        the report leaves the probes' latencies of that time out (not their failures)."""
-        record.setdefault("db_phases", []).append([time.time(), None])
-        places = [p for p in placements_of(self.topo) if p.host not in skip]
-        db = self.services[READ_SERVICE]
-        workload = DbWorkload(self.lab, self.dbs, self.samples, PAGE_QUERIES, None, 1, 0,
-                              self.progress, through={"host": db["vip"], "port": db["port"],
-                                                      "dbname": self.dbs.dbname,
-                                                      "user": self.dbs.user}, pool=self.pool)
-        task = self.progress.task(f"database {phase}",
-                                  total=len(places) * len(operations) * self.samples)
-        try:
-            found = workload.workloads(places, {p.host: list(operations) for p in places},
-                                       {p.host: 1 for p in places}, task)
-        except DbBenchError as exc:
-            self.progress.note(f"{scenario.name} / {strategy} ({phase}): {exc}")
-            found = {}
+    def __init__(self, run: CompareRun, raw: Path):
+        self.run = run
+        self.health_start = run.health.mark()
+        self.cpu_start, self.t0 = cpuparts.snapshot(), time.monotonic()
+        self.prober = run._start_probe(raw)
+        self.writing: dict[str, subprocess.Popen] = {}  # host -> its writer (failure cells)
+        self.code: int | None = None
+        self.written: list[dict] = []
+        self.no_data: dict = {}
+        self.stopped = False
+
+    def stop(self, record: dict) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        try:  # before the probes and writers stop: a process's CPU is read while it lives
+            record["cpu"] = cpuparts.used(self.cpu_start, cpuparts.snapshot(),
+                                          time.monotonic() - self.t0)
         finally:
-            self.progress.done(task)
-            record["db_phases"][-1][1] = time.time()
-        where = {p.host: p for p in places}
-        return [[scenario.name, strategy, phase, s.placement, where[s.placement].site,
-                 where[s.placement].kind, s.operation, f"{s.start_time:.6f}",
-                 f"{s.latency_ms:.4f}", int(s.ok)]
-                for samples in found.values() for s in samples]
+            try:
+                self.code = self.run._stop_probe(self.prober)
+            finally:
+                self.written = writers.collect(self.writing, self.run.scratch, self.no_data)
+                record["health"] = self.run.health.block(self.health_start,
+                                                         self.run.health.mark())
 
 
 def before_once(scenarios: list[Scenario]) -> bool:

@@ -51,9 +51,9 @@ from pathlib import Path
 from controllers.strategies import COMPARED, STRATEGIES
 from lab.files import atomic_write, copy_file, results_dir, write_json
 from measurements.arguments import ArgumentError
-from measurements.cells import (AFTER_OPERATIONS, CLIENT_INTERVAL_S, DB_OPERATIONS, FAILOVER,
-                                FAILURE_WINDOW_S, PAGE_QUERIES, REQUEST_TIMEOUT_S,
+from measurements.cells import (CLIENT_INTERVAL_S, FAILOVER, FAILURE_WINDOW_S, REQUEST_TIMEOUT_S,
                                 SERVICE_INTERVAL_S, CompareRun, before_once)
+from measurements.dbwindows import AFTER_OPERATIONS, DB_OPERATIONS, PAGE_QUERIES
 from measurements.dr import FAILBACK_MODES
 from measurements.postgres import PG_BIN, REPLICATION_MODES
 from measurements.progress import SILENT, Progress
@@ -107,7 +107,7 @@ def _setup(topo, strategies, chosen: list, samples: int, failure_window_s: float
                            "isolated": list(s.isolated), "scheduled": list(s.scheduled),
                            "schedule_s": s.schedule_s} for s in chosen],
             "settings": {"samples": samples, "db_operations": list(DB_OPERATIONS),
-                         "after_operations": list(AFTER_OPERATIONS),
+                         "after_operations": list(AFTER_OPERATIONS), "db_windows": "quiet",
                          "before_once": before_once(chosen),
                          "page_queries": PAGE_QUERIES, "client_interval_s": CLIENT_INTERVAL_S,
                          "service_interval_s": SERVICE_INTERVAL_S,

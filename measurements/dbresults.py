@@ -77,7 +77,8 @@ def summarize_samples(samples: list[Sample], placements: dict[str, Placement] | 
 
 
 def model_check(summary: list[dict], page_queries: int, server: str) -> list[dict]:
-    """Predicted page time N x RTT(placement -> primary) + the server's own page time."""
+    """Predicted page time N x RTT(placement -> the server it reads from) + the server's own
+    page time."""
     by = {(r["placement"], r["operation"]): r for r in summary}
     server_page = by.get((server, "page"), {}).get("p50_ms")
     rows = []

@@ -77,7 +77,7 @@ def plan_phases(work: dict[str, list[str]], rtt_ms: dict[str, float]) -> list[Ph
             own = []
         if own:
             alone.append(Phase(f"{host} alone", {host: own}, None))
-        if "read" not in own:
+        if "read" in ops and "read" not in own:
             far_reads[host] = ["read"]
         left = [op for op in ops if op not in own and op != "read"]
         if left:
@@ -223,21 +223,13 @@ class DbWorkload:
         replica_rtt = self._estimate_rtts([p.host for p in everyone], self.replica.name) \
             if self.replica is not None else {}
         ops = self.operations()  # the database host is no consumer of the addresses
-        phases = plan_phases({p.host: [op for op in ops if p.kind != "db-host"
-                                       or op not in ADDRESS_OPERATIONS] for p in everyone}, rtt)
-        results: dict[str, list[Sample]] = {p.host: [] for p in everyone}
+        work = {p.host: [op for op in ops if p.kind != "db-host" or op not in ADDRESS_OPERATIONS]
+                for p in everyone}
         lag = self._start_lag_sampler()
-        task = self.progress.task("database benchmark", total=sum(
-            len(ops) for phase in phases for ops in phase.work.values()) * self.samples)
+        task = self.progress.task("database benchmark",
+                                  total=sum(map(len, work.values())) * self.samples)
         try:
-            for phase in phases:
-                self.progress.update(task, description=phase.title)
-                streams = {host: self._streams(ops, rtt[host], replica_rtt.get(host, 0.0),
-                                               phase.target_s)
-                           for host, ops in phase.work.items()}
-                found = self.workloads([info[h] for h in phase.work], phase.work, streams, task)
-                for host, got in found.items():
-                    results[host] += got
+            results = self.run_phases(work, info, rtt, replica_rtt, task)
         finally:
             self.progress.done(task)
             lag_records = self._stop_lag_sampler(lag)
@@ -251,6 +243,22 @@ class DbWorkload:
                         for r in lag_records]
         return samples, info
 
+    def run_phases(self, work: dict[str, list[str]], info: dict[str, Placement],
+                   rtt_ms: dict[str, float], replica_rtt_ms: dict[str, float],
+                   task: int) -> dict[str, list[Sample]]:
+        """Each placement's operations (host -> ops), in the phases of `plan_phases`: the
+        precise figures measured undisturbed; rtt_ms to the server each host reads from."""
+        results: dict[str, list[Sample]] = {host: [] for host in work}
+        for phase in plan_phases(work, rtt_ms):
+            self.progress.update(task, description=phase.title)
+            streams = {host: self._streams(ops, rtt_ms[host], replica_rtt_ms.get(host, 0.0),
+                                           phase.target_s)
+                       for host, ops in phase.work.items()}
+            found = self.workloads([info[h] for h in phase.work], phase.work, streams, task)
+            for host, got in found.items():
+                results[host] += got
+        return results
+
     def _streams(self, ops: list[str], rtt_ms: float, replica_rtt_ms: float,
                  target_s: float | None) -> int:
         """Parallel streams (one connection each) to finish a placement's share in target_s."""
@@ -258,8 +266,9 @@ class DbWorkload:
             return 1
         per_sample_ms = sum((self.page_queries if op == "page" else ROUND_TRIPS[op])
                             * (replica_rtt_ms if op == "replica_read" else rtt_ms) for op in ops)
-        estimate_s = self.samples * per_sample_ms / 1000
-        return max(1, min(MAX_STREAMS, self.samples, math.ceil(estimate_s / target_s)))
+        estimate_s = self.samples * per_sample_ms / 1000  # inf where no path is known
+        wanted = math.ceil(estimate_s / target_s) if math.isfinite(estimate_s) else MAX_STREAMS
+        return max(1, min(MAX_STREAMS, self.samples, wanted))
 
     # -- pieces ----------------------------------------------------------------------------
 

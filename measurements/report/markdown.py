@@ -37,7 +37,7 @@ def render_markdown(results: dict) -> str:
     for scenario in dict.fromkeys(c["scenario"] for c in results["cells"]):
         cells = [c for c in results["cells"] if c["scenario"] == scenario]
         lines += (_main_table(scenario, cells) + recovery.markdown(cells) + _regions(cells)
-                  + _placements(cells))
+                  + _placements(cells) + _model_check(cells))
         lines += _congestion(results, scenario)
     lines += _health(results["cells"])
     plots = PLOTS + ((CONGESTION_PLOT,) if results.get("congestion") else ())
@@ -70,7 +70,20 @@ def _health(cells: list[dict]) -> list[str]:
             lines.append(f"- {c['scenario']} / {c['strategy']}: kept up over the cell, but "
                          f"not in {len(c['health']['unhealthy_spans'])} second(s); flagged "
                          f"samples: {flagged}.")
-    return lines + _cpu(cells)
+    return lines + _db_health(cells) + _cpu(cells)
+
+
+def _db_health(cells: list[dict]) -> list[str]:
+    """Whether the emulator kept up in the quiet database windows."""
+    windows = [(c, block) for c in cells for block in c.get("db_health") or []]
+    if not windows:
+        return []
+    bad = [(c, block) for c, block in windows if not block["kept_up"]]
+    if not bad:
+        return [f"- In all {len(windows)} database windows the emulator kept up."]
+    return [f"- Database windows: the emulator kept up in {len(windows) - len(bad)} of "
+            f"{len(windows)}."] + [f"  - {c['scenario']} / {c['strategy']}: {describe(block)}."
+                                   for c, block in bad]
 
 
 def _cpu(cells: list[dict]) -> list[str]:
@@ -118,6 +131,11 @@ def _database(st: dict) -> str:
     text = (f"- Database: dbbench's connect, read and page ({st['page_queries']} queries) "
             f"from every placement through the read address, {st['samples']} of each per "
             f"placement and phase; after a failure: {', '.join(after)}")
+    if st.get("db_windows") == "quiet":
+        text += (". Each in a quiet window (the cell's probes and writers stopped) and in "
+                 "`lab bench db`'s order: a placement near its server alone, the far ones at "
+                 "once; the primary's own read and page on its own address first (the model "
+                 "check's server time)")
     if st.get("before_once"):
         text += (" (before a failure the network is the healthy one: its numbers are the "
                  "normal cell's of the same strategy, measured once)")
@@ -212,6 +230,29 @@ def _placements(cells: list[dict]) -> list[str]:
                             if p["placement"] == placement)
                 lines.append(f"| {placement} ({kind}) | {op} | {phase} | " + " | ".join(row)
                              + " |")
+    return lines
+
+
+def _model_check(cells: list[dict]) -> list[str]:
+    """The page of each placement against N x the model's RTT + the server's own page."""
+    checked = [c for c in cells if c.get("model_check")]
+    if not checked:
+        return []
+    n = checked[0]["model_check"][0]["page_queries"]
+    lines = ["", f"Model check: page p50 measured / predicted ms (predicted = {n} x the model's "
+             f"round trip to the server the placement reads from + the primary's own page "
+             f"p50 on its own address)", "",
+             "| placement | " + " | ".join(c["strategy"] for c in checked) + " |",
+             "|---|" + "---:|" * len(checked)]
+    by = [{r["placement"]: r for r in c["model_check"]} for c in checked]
+    for placement in dict.fromkeys(r["placement"] for c in checked for r in c["model_check"]):
+        row = []
+        for rows in by:
+            r = rows.get(placement)
+            row.append("-" if r is None or r["predicted_page_ms"] is None
+                       or r["measured_page_p50_ms"] is None else
+                       f"{r['measured_page_p50_ms']:.2f} / {r['predicted_page_ms']:.2f}")
+        lines.append(f"| {placement} | " + " | ".join(row) + " |")
     return lines
 
 

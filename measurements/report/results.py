@@ -10,7 +10,11 @@ Definitions used throughout:
   successful one (0 if none failed; None if it never recovered before the repair); a cell's
   outage is the largest over its sources. Its resolution is the probe interval;
 - latency percentiles leave out the requests sent while the database workload ran (it loads
-  both cores of the machine; the cell's "db_phases"); failures and outages count them all;
+  both cores of the machine; the cell's "db_phases"); failures and outages count them all.
+  (Runs since the database windows are quiet, measurements/dbwindows.py, send none then.)
+- model check: a placement's page of N queries before the failure against N x the model's
+  round trip to the server it reads from + the primary's own page on its own address (the
+  "server" phase), as `lab bench db` checks it (measurements/dbresults.py);
 - after failure: successful requests sent between the failure and the repair. (Failed
   requests after the repair, while traffic moves back, still count in the failed share.)
 - writes (cells with a failure): each service and monolith host writes a transaction
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from measurements.dbresults import RTT_OPERATION, model_check
+from measurements.dbwindows import SERVER_PHASE
 from measurements.report import congestion
 from measurements.report.findings import findings
 from measurements.report.raw import quiet
@@ -174,21 +180,26 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict,
             "db_errors": sum(not r["ok"] for r in db),
             "regions": _regions(clients, failure, repair, busy, setup),
             "placements": _placements(db),
+            "model_check": _model_check(_placements(db), cell, setup),
+            "db_health": cell.get("db_health"),
             "service_p50_ms": {src: stats([r["latency_ms"] for r in services
                                            if r["src"] == src and r["ok"]
                                            and quiet(r, busy)])["p50_ms"]
                                for src in dict.fromkeys(r["src"] for r in services)},
             "expected_rtt_ms": cell.get("expected_rtt_ms"),
-            "health": _health(cell.get("health"), reqs, db),
+            "health": _health(cell.get("health"), cell.get("db_health") or [], reqs, db),
             "cpu": cell.get("cpu")}
 
 
-def _health(health: dict | None, reqs: list[dict], db: list[dict]) -> dict | None:
+def _health(health: dict | None, db_health: list[dict], reqs: list[dict],
+            db: list[dict]) -> dict | None:
     """The cell's emulator health (lab/health.py), with how many of its samples were taken
-    in a second when the emulator did not keep up (flagged, kept: the figures say so)."""
+    in a second when the emulator did not keep up (flagged, kept: the figures say so); the
+    database samples by their own windows' health."""
     if health is None:
         return None
-    spans = health.get("unhealthy_spans", [])
+    spans = health.get("unhealthy_spans", []) + [
+        span for block in db_health for span in block.get("unhealthy_spans", [])]
 
     def flagged(times: list[float]) -> int:
         return sum(1 for t in times if any(a <= t < b for a, b in spans))
@@ -250,6 +261,23 @@ def _placements(db: list[dict]) -> list[dict]:
                                    "errors": sum(not r["ok"] for r in rows),
                                    **stats([r["latency_ms"] for r in rows if r["ok"]])})
     return placements
+
+
+def _model_check(placements: list[dict], cell: dict, setup: dict) -> list[dict]:
+    """Each placement's page before the failure against the model (none without the
+    primary's own page: runs before the server phase, or a cell with no "before" window)."""
+    server = next((p["placement"] for p in placements if p["phase"] == SERVER_PHASE
+                   and p["operation"] == "page" and p["p50_ms"] is not None), None)
+    rtt = (cell.get("expected_rtt_ms") or {}).get("db") or {}
+    if server is None:
+        return []
+    before = [p for p in placements if p["phase"] == "before"]
+    where = {p["placement"]: p for p in before}
+    summary = [p for p in placements if p["phase"] == SERVER_PHASE] + before + [
+        {"placement": host, "operation": RTT_OPERATION, "p50_ms": ms,
+         "site": where[host]["site"], "kind": where[host]["kind"]}
+        for host, ms in rtt.items() if host in where and ms is not None]
+    return model_check(summary, setup["settings"]["page_queries"], server)
 
 
 def _promotion_ms(cell: dict) -> float | None:

@@ -44,3 +44,9 @@ def test_without_a_replica_and_without_far_placements():
     ops = [op for op in OPERATIONS if op != "replica_read"]
     phases = plan_phases({"pg1": ops, "svop1a": ops}, RTT)
     assert all(p.target_s is None for p in phases) and len(phases) == 2
+
+
+def test_work_without_reads_gets_no_read_phase_of_its_own():
+    # lab compare's windows after a failure may ask for other operations only
+    phases = plan_phases({"svrgb": ["connect"]}, {"svrgb": 60.0})
+    assert [(p.work, p.target_s) for p in phases] == [({"svrgb": ["connect"]}, STREAM_TARGET_S)]

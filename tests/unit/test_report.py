@@ -373,3 +373,51 @@ def test_a_cell_whose_emulator_did_not_keep_up_says_so_and_flags_its_samples(raw
     assert "dc-failure / hops: the emulator did NOT keep up: 4.0 % of frames sent over 250 us " \
            "late" in text and "not to be trusted" in text
     assert "Flagged samples: 5 client, 5 service, 10 writer, 1 db." in text
+
+
+def test_the_model_check_sets_each_page_against_n_round_trips_and_the_servers_own_page(raw_dir):
+    # measurements/dbwindows.py: the primary's own page ("server" phase) and the placements'
+    # pages before any failure; the round trips are the model's (the cell's expected_rtt_ms).
+    with open(raw_dir / "db.csv", "a", newline="") as f:
+        w = csv.writer(f)
+        for strategy in ("hops", "latency"):
+            for i, ms in enumerate((1.0, 1.2, 1.4)):
+                w.writerow(["normal", strategy, "server", "pg1", "dc1", "db-host", "page",
+                            f"{T0 + i:.6f}", f"{ms:.4f}", 1])
+            for i, ms in enumerate((26.0, 27.0, 40.0)):
+                w.writerow(["normal", strategy, "before", "svlz1", "lz1", "localzone", "page",
+                            f"{T0 + i:.6f}", f"{ms:.4f}", 1])
+    results = compute(load_raw(raw_dir))
+    (hops,) = cell(results, "normal", "hops")["model_check"]
+    # 5 x 5.0 ms + 1.2 ms; the server's page itself is no placement of the check
+    assert (hops["placement"], hops["predicted_page_ms"], hops["measured_page_p50_ms"]) == \
+        ("svlz1", pytest.approx(26.2), 27.0)
+    (latency,) = cell(results, "normal", "latency")["model_check"]
+    assert latency["predicted_page_ms"] == pytest.approx(5 * 5.2 + 1.2)
+    assert cell(results, "dc-failure", "hops")["model_check"] == []  # no server page there
+    text = render_markdown(results)
+    assert "| svlz1 | 27.00 / 26.20 | 27.00 / 27.20 |" in text
+
+
+def test_database_samples_are_flagged_by_their_own_windows_health(raw_dir):
+    # The quiet database windows have health blocks of their own ("db_health"); the cell's
+    # (the probes' window) kept up, the first window did not from T0+0.5 to T0+1.5.
+    good = {"seconds": 2.0, "frames": 10, "late_pct": 0.0, "kernel_dropped": 0,
+            "queue_dropped": 0, "switch_demotions": 0, "steal_pct": 0.0,
+            "run_queue": {"mean": 1.0, "max": 2, "cores": 2}, "control_rtt_ms": 1.0,
+            "kept_up": True, "reasons": [], "unhealthy_spans": []}
+    bad = {**good, "kept_up": False, "late_pct": 3.0,
+           "reasons": ["3.0 % of frames sent over 250 us late"],
+           "unhealthy_spans": [[T0 + 0.5, T0 + 1.5]]}
+
+    def change(c):
+        c["health"] = good
+        c["db_health"] = [bad] if (c["scenario"], c["strategy"]) == ("normal", "hops") \
+            else [good]
+
+    results = results_with(raw_dir, change)
+    assert cell(results, "normal", "hops")["health"]["flagged"]["db"] == 1  # the row at T0+1
+    assert cell(results, "normal", "latency")["health"]["flagged"]["db"] == 0
+    text = render_markdown(results)
+    assert "- Database windows: the emulator kept up in 3 of 4." in text
+    assert "  - normal / hops: the emulator did NOT keep up: 3.0 % of frames" in text
