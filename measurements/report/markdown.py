@@ -240,8 +240,8 @@ def _model_check(cells: list[dict]) -> list[str]:
         return []
     n = checked[0]["model_check"][0]["page_queries"]
     lines = ["", f"Model check: page p50 measured / predicted ms (predicted = {n} x the model's "
-             f"round trip to the server the placement reads from + the primary's own page "
-             f"p50 on its own address)", "",
+             f"round trip to the server the placement reads from, host to switch included, "
+             f"+ the primary's own page p50 on its own address)", "",
              "| placement | " + " | ".join(c["strategy"] for c in checked) + " |",
              "|---|" + "---:|" * len(checked)]
     by = [{r["placement"]: r for r in c["model_check"]} for c in checked]

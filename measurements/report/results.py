@@ -13,8 +13,9 @@ Definitions used throughout:
   both cores of the machine; the cell's "db_phases"); failures and outages count them all.
   (Runs since the database windows are quiet, measurements/dbwindows.py, send none then.)
 - model check: a placement's page of N queries before the failure against N x the model's
-  round trip to the server it reads from + the primary's own page on its own address (the
-  "server" phase), as `lab bench db` checks it (measurements/dbresults.py);
+  round trip to the server it reads from (plus the calibrated host -> switch -> host round
+  trip, which no link holds) + the primary's own page on its own address (the "server"
+  phase), as `lab bench db` checks it with its pings (measurements/dbresults.py);
 - after failure: successful requests sent between the failure and the repair. (Failed
   requests after the repair, while traffic moves back, still count in the failed share.)
 - writes (cells with a failure): each service and monolith host writes a transaction
@@ -269,12 +270,14 @@ def _model_check(placements: list[dict], cell: dict, setup: dict) -> list[dict]:
     server = next((p["placement"] for p in placements if p["phase"] == SERVER_PHASE
                    and p["operation"] == "page" and p["p50_ms"] is not None), None)
     rtt = (cell.get("expected_rtt_ms") or {}).get("db") or {}
+    # The model's round trip leaves out host -> switch -> host, which calibration measured.
+    access = (setup.get("calibration") or {}).get("access_rtt_ms") or 0.0
     if server is None:
         return []
     before = [p for p in placements if p["phase"] == "before"]
     where = {p["placement"]: p for p in before}
     summary = [p for p in placements if p["phase"] == SERVER_PHASE] + before + [
-        {"placement": host, "operation": RTT_OPERATION, "p50_ms": ms,
+        {"placement": host, "operation": RTT_OPERATION, "p50_ms": ms + access,
          "site": where[host]["site"], "kind": where[host]["kind"]}
         for host, ms in rtt.items() if host in where and ms is not None]
     return model_check(summary, setup["settings"]["page_queries"], server)
