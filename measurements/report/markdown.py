@@ -80,7 +80,7 @@ def _db_health(cells: list[dict]) -> list[str]:
         return []
     bad = [(c, block) for c, block in windows if not block["kept_up"]]
     if not bad:
-        return [f"- In all {len(windows)} database windows the emulator kept up."]
+        return [f"- In the {len(windows)} database window(s) the emulator kept up."]
     return [f"- Database windows: the emulator kept up in {len(windows) - len(bad)} of "
             f"{len(windows)}."] + [f"  - {c['scenario']} / {c['strategy']}: {describe(block)}."
                                    for c, block in bad]
@@ -131,14 +131,14 @@ def _database(st: dict) -> str:
     text = (f"- Database: dbbench's connect, read and page ({st['page_queries']} queries) "
             f"from every placement through the read address, {st['samples']} of each per "
             f"placement and phase; after a failure: {', '.join(after)}")
-    if st.get("db_windows") == "quiet":
-        text += (". Each in a quiet window (the cell's probes and writers stopped) and in "
-                 "`lab bench db`'s order: a placement near its server alone, the far ones at "
-                 "once; the primary's own read and page on its own address first (the model "
-                 "check's server time)")
     if st.get("before_once"):
         text += (" (before a failure the network is the healthy one: its numbers are the "
                  "normal cell's of the same strategy, measured once)")
+    if st.get("db_windows") == "quiet":
+        text += (". Each window is quiet (the cell's probes and writers stopped) and runs in "
+                 "`lab bench db`'s order: a placement near its server alone, the far ones at "
+                 "once; the primary's own read and page on its own address come first (the "
+                 "model check's server time)")
     return text + "."
 
 
