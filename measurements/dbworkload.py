@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from controllers.services import READ_SERVICE
 from lab.files import write_json
 from lab.icmpprobe import measure
 from lab.procs import ROOT, child_env, stop_process
@@ -52,7 +53,8 @@ class Phase:
     target_s: float | None
 
 
-def plan_phases(work: dict[str, list[str]], rtt_ms: dict[str, float]) -> list[Phase]:
+def plan_phases(work: dict[str, list[str]], rtt_ms: dict[str, float],
+                read_rtt_ms: dict[str, float] | None = None) -> list[Phase]:
     """The order of the benchmark's work (host -> its operations), so that every figure is
     measured undisturbed where it must be precise and the run still fits in a few minutes.
 
@@ -62,7 +64,10 @@ def plan_phases(work: dict[str, list[str]], rtt_ms: dict[str, float]) -> list[Ph
     queries then run at once: reads cost the server little and a far path allows more. The
     rest (the far placements' work, and every replica read: a far path for the near
     placements) runs at once, split over parallel streams, each request still timed on its
-    own connection.
+    own connection. read_rtt_ms: the RTT to the server the read address leads each host to;
+    where given, a read through it runs alone up to SOLO_READ_RTT_MS whatever the primary's
+    distance (a DC2 service reads its DC2 standby 1.3 ms away: measured among the far
+    placements' streams, it read 0.3-0.4 ms high).
     """
     alone: list[Phase] = []
     far_reads: dict[str, list[str]] = {}
@@ -75,6 +80,10 @@ def plan_phases(work: dict[str, list[str]], rtt_ms: dict[str, float]) -> list[Ph
             own = ["read"]
         else:
             own = []
+        if read_rtt_ms is not None and host in read_rtt_ms and "address_read" in ops:
+            alone_read = read_rtt_ms[host] <= SOLO_READ_RTT_MS
+            own = [op for op in ops if (op in own and op != "address_read")
+                   or (op == "address_read" and alone_read)]
         if own:
             alone.append(Phase(f"{host} alone", {host: own}, None))
         if "read" in ops and "read" not in own:
@@ -229,7 +238,8 @@ class DbWorkload:
         task = self.progress.task("database benchmark",
                                   total=sum(map(len, work.values())) * self.samples)
         try:
-            results = self.run_phases(work, info, rtt, replica_rtt, task)
+            results = self.run_phases(work, info, rtt, replica_rtt, task,
+                                      self._read_rtts(rtt, replica_rtt))
         finally:
             self.progress.done(task)
             lag_records = self._stop_lag_sampler(lag)
@@ -245,11 +255,12 @@ class DbWorkload:
 
     def run_phases(self, work: dict[str, list[str]], info: dict[str, Placement],
                    rtt_ms: dict[str, float], replica_rtt_ms: dict[str, float],
-                   task: int) -> dict[str, list[Sample]]:
+                   task: int, read_rtt_ms: dict[str, float] | None = None
+                   ) -> dict[str, list[Sample]]:
         """Each placement's operations (host -> ops), in the phases of `plan_phases`: the
         precise figures measured undisturbed; rtt_ms to the server each host reads from."""
         results: dict[str, list[Sample]] = {host: [] for host in work}
-        for phase in plan_phases(work, rtt_ms):
+        for phase in plan_phases(work, rtt_ms, read_rtt_ms):
             self.progress.update(task, description=phase.title)
             streams = {host: self._streams(ops, rtt_ms[host], replica_rtt_ms.get(host, 0.0),
                                            phase.target_s)
@@ -271,6 +282,18 @@ class DbWorkload:
         return max(1, min(MAX_STREAMS, self.samples, wanted))
 
     # -- pieces ----------------------------------------------------------------------------
+
+    def _read_rtts(self, rtt: dict[str, float], replica_rtt: dict[str, float]
+                   ) -> dict[str, float] | None:
+        """The RTT from each host to the server the read address leads it to (the primary's
+        or the replica's, already measured), for planning; None without a read address."""
+        if "read_address" not in self.addresses or self.lab.controller is None:
+            return None
+        choices = next((s["choices"] for s in self.lab.controller.get("endpoints")["services"]
+                        if s["name"] == READ_SERVICE), {})
+        replica = self.replica.name if self.replica is not None else None
+        return {host: replica_rtt[host] if choices.get(host) == replica and host in replica_rtt
+                else ms for host, ms in rtt.items()}
 
     def _estimate_rtts(self, hosts: list[str], target: str) -> dict[str, float]:
         """A quick RTT from each host to `target` (a few probes at once), for planning."""

@@ -50,3 +50,13 @@ def test_work_without_reads_gets_no_read_phase_of_its_own():
     # lab compare's windows after a failure may ask for other operations only
     phases = plan_phases({"svrgb": ["connect"]}, {"svrgb": 60.0})
     assert [(p.work, p.target_s) for p in phases] == [({"svrgb": ["connect"]}, STREAM_TARGET_S)]
+
+
+def test_a_read_through_the_address_to_a_near_server_runs_alone_however_far_the_primary():
+    # svop2a reads the DC2 standby 1.3 ms away through the read address; the primary is 55 ms
+    # away. svrga's read-address server is far: its read through the address runs at once.
+    work = {"svop2a": ["read", "address_read", "write"], "svrga": ["read", "address_read"]}
+    phases = plan_phases(work, {"svop2a": 55.0, "svrga": 9.5}, {"svop2a": 1.3, "svrga": 72.0})
+    alone = [p.work for p in phases if p.target_s is None]
+    assert alone == [{"svop2a": ["address_read"]}, {"svrga": ["read"]}]
+    assert phases[-1].work == {"svop2a": ["write"], "svrga": ["address_read"]}
