@@ -6,7 +6,8 @@ same empty entries, so nearly all of its 17 MiB is the same pages in every switc
 one copy. The switch daemons ask for it (`allow_merging`, inherited over fork and exec: the
 prctl PR_SET_MEMORY_MERGE, Linux 6.4 or later) and `Merging` runs the kernel's scanner for
 the lab's life, then restores its settings. Nothing else on the machine is merged: the
-scanner only looks at processes that asked. Where the kernel has no KSM it is a no-op.
+scanner only looks at processes that asked, so a killed run's scanner, left on, has nothing
+to scan once its switches are gone. Where the kernel has no KSM it is a no-op.
 """
 
 from __future__ import annotations
