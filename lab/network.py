@@ -201,7 +201,7 @@ class Lab:
         except ForwardingError as exc:
             raise LabError(str(exc)) from None
         if self.merging:
-            self.merging.slow_down()
+            self.merging.settle()
         # Calibration pins probe flows and expects the lab's own routing: not with a foreign
         # controller (which may remove the pins) or with none.
         if self.calibrate and self.backend == "userspace" and self.forwarding.owns_flows:

@@ -1,7 +1,7 @@
 """The lab's use of the kernel's page merging: on while the lab is up, then as it was."""
 
 from lab import pagemerge
-from lab.pagemerge import PAGES_TO_SCAN_BRINGUP, PAGES_TO_SCAN_UP, Merging
+from lab.pagemerge import PAGES_TO_SCAN, Merging
 
 
 def fake_ksm(tmp_path, monkeypatch, run="0", pages="100"):
@@ -11,12 +11,12 @@ def fake_ksm(tmp_path, monkeypatch, run="0", pages="100"):
     return lambda name: (tmp_path / name).read_text().strip()
 
 
-def test_merging_scans_fast_while_switches_start_then_slowly_then_restores(tmp_path, monkeypatch):
+def test_merging_scans_while_switches_start_stops_once_up_then_restores(tmp_path, monkeypatch):
     read = fake_ksm(tmp_path, monkeypatch, run="0", pages="321")
     merging = Merging().start()
-    assert (read("run"), read("pages_to_scan")) == ("1", str(PAGES_TO_SCAN_BRINGUP))
-    merging.slow_down()
-    assert read("pages_to_scan") == str(PAGES_TO_SCAN_UP)
+    assert (read("run"), read("pages_to_scan")) == ("1", str(PAGES_TO_SCAN))
+    merging.settle()
+    assert read("run") == "0"
     merging.stop()
     assert (read("run"), read("pages_to_scan")) == ("0", "321")
 
@@ -24,7 +24,7 @@ def test_merging_scans_fast_while_switches_start_then_slowly_then_restores(tmp_p
 def test_a_kernel_without_page_merging_is_left_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(pagemerge, "KSM", tmp_path / "missing")
     merging = Merging().start()
-    merging.slow_down()
+    merging.settle()
     merging.stop()
     assert not (tmp_path / "missing").exists()
 
