@@ -18,10 +18,12 @@ Targets on the project's 2-core machine: default up < 3 s and down < 2 s; 10x up
 down <= 10 s.
 
 A size whose lab would not fit in memory is not brought up: each site costs about
-MIB_PER_SITE (its ovs-vswitchd and ovsdb-server, 17 and 6 MiB of private memory, with its
-share of the rest: 4,415 MiB of MemAvailable for the 190 sites of 10x), and a size needing
-more than MEMORY_SHARE of MemAvailable is reported as skipped, with what it needs, and the
-exit status is 1 (50x, 950 sites, needs about 22 GiB; the project's machines have 24 GiB).
+MIB_PER_SITE at the peak of bring-up, before the kernel has merged the switch daemons'
+identical pages (lab.pagemerge; 10x, 190 sites: MemAvailable fell by 3,160 MiB at most, 2,499
+MiB once up; 5,070 MiB before page merging, when an ovs-vswitchd took 16.7 MiB PSS and an
+ovsdb-server 5.9, against 3.1 and 1.6 once merged), and a size needing more than
+MEMORY_SHARE of MemAvailable is reported as skipped, with what it needs, and the exit status
+is 1.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def available_mib() -> float:
     return float("nan")
 
 
-MIB_PER_SITE = 24
+MIB_PER_SITE = 17
 MEMORY_SHARE = 0.8
 
 

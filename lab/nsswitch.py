@@ -8,14 +8,25 @@ for a round trip through both switches. The userspace datapath also names its in
 port "ovs-netdev" in whatever namespace it runs, so a second daemon needs a namespace of its
 own.
 
-Each switch's daemons allocate memory with tcmalloc (gperftools' minimal build, preloaded)
-where it is installed (setup.sh installs it). The main thread polls every port's socket in
+Each switch's ovs-vswitchd allocates memory with tcmalloc (gperftools' minimal build,
+preloaded) where it is installed (setup.sh installs it). The main thread polls every port's socket in
 each loop and allocates packet buffers for it: glibc's malloc and free took a quarter of the
 thread's time (perf on dc1's switch at 500 pings a second; which OVS paths allocate was not
 traced, Debian's binary is stripped). With tcmalloc (ping p50 at 100 a second, `lab up
 --no-calibrate --controller static`, two runs each): pg1 -> mono1 on one switch 0.280-0.287 ->
 0.214-0.231 ms, pg1 -> svop1a over one 0.2 ms link 0.989-0.991 -> 0.888-0.904 ms (jemalloc:
 0.205-0.231 and 0.919-0.921 ms).
+
+Memory (10x the default topology, 190 switches, PSS per daemon, medians): ovs-vswitchd 16.7
+MiB, 13.8 of it heap, mostly the main thread's exact-match and signature-match flow caches
+(about 9.5 MiB, allocated and filled with empty entries whatever other_config says:
+smc-enable=false changed nothing, and the daemon already runs one handler and one
+revalidator thread; neither did a smaller stack limit); ovsdb-server 5.9 MiB. The
+ovsdb-server runs with glibc's malloc, not tcmalloc: it is not on the forwarding path, and
+tcmalloc's arenas cost it 4.0 MiB (6.05 -> 2.00, 19 switches). Both daemons' pages may be
+merged by the kernel (lab.pagemerge): identical pages are kept once, ovs-vswitchd 16.7 ->
+3.1 MiB and ovsdb-server 2.0 -> 1.6 once merged. TCMALLOC_AGGRESSIVE_DECOMMIT would save
+another 0.55 MiB and was left out (it returns memory to the kernel on the forwarding path).
 
 Each switch node runs an ovsdb-server and an ovs-vswitchd inside its namespace, with its
 database, sockets and logs in <run dir>/ovs/<switch>/. Switches reach the controller through
@@ -37,8 +48,13 @@ from pathlib import Path
 
 from mininet.node import Switch
 
+from lab import pagemerge
+
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+# Seconds for every switch to be ready: a floor, and as much again per switch as the 190 of
+# 10x the default topology took here at most (15.6 s with page merging on, 14.2 s without).
 START_TIMEOUT_S = 60
+START_TIMEOUT_PER_SWITCH_S = 0.2
 # The malloc the switches' daemons get, by soname (the loader finds it on any architecture).
 ALLOCATOR = ctypes.util.find_library("tcmalloc_minimal")
 
@@ -77,8 +93,7 @@ class NamespacedOVSSwitch(Switch):
         d.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_empty_database(d.parent), d / "conf.db")
         env = f"OVS_RUNDIR={d} OVS_LOGDIR={d} OVS_DBDIR={d}"
-        if ALLOCATOR:
-            env += f" LD_PRELOAD={ALLOCATOR}"
+        forwarder_env = f"{env} LD_PRELOAD={ALLOCATOR}" if ALLOCATOR else env
         ports = [intf for intf in self.intfList() if self.ports[intf] and intf.name != "lo"]
         bridge = (f"ovs-vsctl --db={self.db} --timeout=30 -- add-br {self.name}"
                   f" -- set bridge {self.name} datapath_type=netdev fail_mode={self.fail_mode}"
@@ -99,7 +114,7 @@ class NamespacedOVSSwitch(Switch):
             f"printf '{up}\\n' | ip -batch -",
             f"{env} ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock --pidfile={d}/ovsdb.pid"
             f" --unixctl={d}/ovsdb.ctl --log-file={d}/ovsdb.log --detach --no-chdir",
-            f"{env} ovs-vswitchd {self.db} --pidfile={d}/vswitchd.pid --unixctl={d}/vswitchd.ctl"
+            f"{forwarder_env} ovs-vswitchd {self.db} --pidfile={d}/vswitchd.pid --unixctl={d}/vswitchd.ctl"
             f" --log-file={d}/vswitchd.log --detach --no-chdir -vconsole:off",
             bridge,
         ]
@@ -107,12 +122,14 @@ class NamespacedOVSSwitch(Switch):
         with open(d / "start.log", "wb") as log:
             self.starter = subprocess.Popen(["mnexec", "-a", str(self.pid), "sh", str(d / "start.sh")],
                                             stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT)
+                                            stderr=subprocess.STDOUT,
+                                            preexec_fn=pagemerge.allow_merging)
 
     @classmethod
     def batchStartup(cls, switches, run=None):
         """Wait until every switch started in the background is ready."""
-        deadline = time.monotonic() + START_TIMEOUT_S
+        timeout = START_TIMEOUT_S + START_TIMEOUT_PER_SWITCH_S * len(switches)
+        deadline = time.monotonic() + timeout
         waiting = list(switches)
         while waiting:
             for sw in list(waiting):
@@ -125,7 +142,7 @@ class NamespacedOVSSwitch(Switch):
                     raise RuntimeError(f"switch {sw.name} did not start: "
                                        f"{log.splitlines()[-1] if log else 'no log'}")
             if waiting and time.monotonic() > deadline:
-                raise RuntimeError(f"switches not ready after {START_TIMEOUT_S} s: "
+                raise RuntimeError(f"switches not ready after {timeout:.0f} s: "
                                    f"{', '.join(s.name for s in waiting)}")
             time.sleep(0.02)
         return switches
