@@ -34,7 +34,8 @@ class Merging:
     """The scanner on while the switches start, off once the lab is up (`settle`): merged pages
     stay merged, and each is copied again only at its first write. Left scanning (20 MB/s, the
     kernel's default rate), it cost every path about 0.05 ms of round trip (`lab verify
-    --no-calibrate`, default topology). `stop` puts back the settings that were there."""
+    --no-calibrate`, default topology). `settle` and `stop` put back the settings that were
+    there: a machine whose owner runs the scanner keeps it running."""
 
     SETTINGS = ("pages_to_scan", "run")  # restored in this order: the scanner stops last
 
@@ -51,17 +52,17 @@ class Merging:
         return self
 
     def settle(self) -> None:
-        """The lab is up: the scanner stops; what it merged stays merged."""
-        if self.saved:
-            try:
-                (KSM / "run").write_text("0")
-            except OSError:
-                pass
+        """The lab is up: the scanner goes back to the machine's own settings (off, unless
+        its owner runs it); what it merged stays merged."""
+        self._restore()
 
-    def stop(self) -> None:
+    def _restore(self) -> None:
         for name, value in self.saved.items():
             try:
                 (KSM / name).write_text(value)
             except OSError:
                 pass
+
+    def stop(self) -> None:
+        self._restore()
         self.saved = {}

@@ -36,3 +36,13 @@ def test_stopping_twice_restores_once(tmp_path, monkeypatch):
     (tmp_path / "run").write_text("1")
     merging.stop()
     assert (read("run"), read("pages_to_scan")) == ("1", "50")
+
+
+def test_a_scanner_the_machines_owner_runs_keeps_running_once_the_lab_is_up(tmp_path, monkeypatch):
+    read = fake_ksm(tmp_path, monkeypatch, run="1", pages="50")
+    merging = Merging().start()
+    assert read("pages_to_scan") == str(PAGES_TO_SCAN)
+    merging.settle()
+    assert (read("run"), read("pages_to_scan")) == ("1", "50")
+    merging.stop()
+    assert (read("run"), read("pages_to_scan")) == ("1", "50")
