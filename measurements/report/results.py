@@ -162,6 +162,7 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict,
     writes = [r for r in reqs if r["kind"] == "writer"]
     cut_off = frozenset(cell.get("cut_off_hosts", ()))
     db_before = _reads(db, "before") or before_elsewhere
+    placements = _placements(db)
     no_data = cell.get("no_data", {})
     return {"scenario": cell["scenario"], "strategy": cell["strategy"],
             "failure": failure, "links_cut": cell.get("links_cut", []),
@@ -180,8 +181,8 @@ def _cell(cell: dict, reqs: list[dict], db: list[dict], setup: dict,
             "db_read_from": before_from or cell["scenario"],
             "db_errors": sum(not r["ok"] for r in db),
             "regions": _regions(clients, failure, repair, busy, setup),
-            "placements": _placements(db),
-            "model_check": _model_check(_placements(db), cell, setup),
+            "placements": placements,
+            "model_check": _model_check(placements, cell, setup),
             "db_health": cell.get("db_health"),
             "service_p50_ms": {src: stats([r["latency_ms"] for r in services
                                            if r["src"] == src and r["ok"]
